@@ -1,0 +1,66 @@
+"""``instaseg`` command line: one module per command under ``instaseg/cli/``.
+
+Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
+Commands are imported only when used, so ``instaseg --help`` does not load torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..problems import DatasetError
+
+# Command name -> module under instaseg.cli. Listed explicitly; the order is the order of `--help`.
+COMMANDS: dict[str, str] = {
+    "check": "check",
+    "convert": "convert",
+    "split": "split",
+    "upload": "upload",
+    "train": "train",
+    "evaluate": "evaluate",
+    "demo": "demo",
+}
+
+
+class UsageError(Exception):
+    """A command-line value that cannot be used; printed without a traceback, exit status 2."""
+
+
+def build_parser(commands: dict[str, object]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="instaseg",
+        description="From annotated photos to a custom instance-segmentation model (Mask R-CNN), "
+        "masked images and a web demo. Every path may be a local path or a bucket URL (s3://, gs://, ...).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module in commands.items():
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        module.add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # Import only the command asked for (and all of them for --help / unknown commands).
+    wanted = [a for a in argv if not a.startswith("-")][:1]
+    names = wanted if wanted and wanted[0] in COMMANDS else list(COMMANDS)
+    modules = {n: importlib.import_module(f"instaseg.cli.{COMMANDS[n]}") for n in names}
+    args = build_parser(modules).parse_args(argv)
+    try:
+        return int(modules[args.command].run(args) or 0)
+    except DatasetError as e:
+        print(f"instaseg {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except UsageError as e:
+        print(f"instaseg {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
