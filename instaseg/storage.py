@@ -52,6 +52,10 @@ def basename(location: str) -> str:
 
 def open_file(location: str, mode: str = "rb") -> IO[Any]:
     """Open a file for reading or writing (the caller closes it; use as a context manager)."""
+    if "::" in location and mode == "rb":
+        # A chained location (``zip://member::archive.zip``) closes its archive as soon as the temporary
+        # filesystem object is collected, so read the member into memory instead of streaming it.
+        return io.BytesIO(read_bytes(location))
     return fsspec.open(location, mode).open()
 
 

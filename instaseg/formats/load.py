@@ -42,4 +42,31 @@ def load_dataset(source: str, images: str | None = None, format: str | None = No
     class_map, records = IMPORTERS[format](source, images, log)
     for i, record in enumerate(records, start=1):
         record.image_id = i
+    _report_image_modes(records, log)
     return Dataset(format=format, source=source, class_map=class_map, records=records, problems=log.problems)
+
+
+# What instaseg does with images that are not 8-bit RGB (see instaseg.images.pil_to_rgb).
+_MODE_NOTES = {
+    "RGBA": "alpha channel ignored",
+    "LA": "grayscale, alpha ignored; repeated to 3 channels",
+    "L": "grayscale; repeated to 3 channels",
+    "1": "1-bit; converted to RGB",
+    "P": "palette; converted to RGB",
+    "CMYK": "CMYK; converted to RGB",
+    "I;16": "16-bit; scaled to 8 bits (value / 65535 * 255)",
+    "I;16B": "16-bit; scaled to 8 bits (value / 65535 * 255)",
+    "I": "32-bit integer; scaled to 8 bits as 16-bit",
+    "F": "floating point; scaled from 0..1 to 8 bits",
+}
+
+
+def _report_image_modes(records: list[Record], log: ProblemLog) -> None:
+    """One warning per non-RGB pixel format among present images, saying how it will be read."""
+    by_mode: dict[str, list[str]] = {}
+    for record in records:
+        if record.image is not None and record.mode and record.mode != "RGB":
+            by_mode.setdefault(record.mode, []).append(record.file_name)
+    for mode, names in sorted(by_mode.items()):
+        note = _MODE_NOTES.get(mode, "converted to RGB")
+        log.warn(f"{len(names)} image(s) in mode {mode} ({note}), e.g. {names[0]}", image=names[0])
