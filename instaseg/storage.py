@@ -2,6 +2,23 @@
 
 A "location" is a string: a local path (``data/images``) or an fsspec URL (``s3://bucket/data``,
 ``gs://...``, ``https://...``, ``zip://result.json::export.zip``). Functions here never print.
+Folder listings (:func:`list_files`) come back in the scheme they were asked in: ``s3://bucket/key``.
+
+S3-compatible servers (MinIO, Ceph, moto, a cloud other than AWS): s3fs talks to AWS unless told
+otherwise. These standard settings work, checked against a real S3-protocol server in
+``tests/test_storage.py``:
+
+- ``AWS_ENDPOINT_URL_S3=http://127.0.0.1:9000`` (S3 only) or ``AWS_ENDPOINT_URL=...`` (every AWS
+  service), environment variables read by botocore >= 1.31 each time a client is created;
+- ``FSSPEC_S3_ENDPOINT_URL=...``, fsspec's configuration from the environment, passed to
+  ``S3FileSystem(endpoint_url=...)``. fsspec reads ``FSSPEC_*`` variables once, when it is first imported,
+  so set it before starting Python; the same key can live in fsspec's config file
+  (``~/.config/fsspec/s3.json``: ``{"s3": {"endpoint_url": "..."}}``);
+- ``endpoint_url = ...`` under a profile in ``~/.aws/config`` (with ``AWS_PROFILE``), also botocore's.
+
+Credentials come the usual botocore way (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, profiles, instance
+roles). An s3fs filesystem is cached per process with its arguments, so changing these variables inside a
+running program only takes effect for filesystems created afterwards (``s3fs.S3FileSystem.clear_instance_cache()``).
 """
 
 from __future__ import annotations

@@ -92,9 +92,12 @@ def _open_source(source: str, images: str | None) -> tuple[Any, str, Any]:
             location = next(iter(names.values()))
         if location is None:
             found = ", ".join(sorted(names)) or "none"
-            raise DatasetError(f"no COCO annotation file in this folder (looked for "
-                               f"{', '.join(ANNOTATION_FILE_NAMES)} or a single *.json; found: {found}); "
-                               "give the JSON file itself", file=source)
+            raise DatasetError(
+                f"no COCO annotation file in this folder (looked for "
+                f"{', '.join(ANNOTATION_FILE_NAMES)} or a single *.json; found: {found}); "
+                "give the JSON file itself",
+                file=source,
+            )
         source = location
     coco = parse_json(storage.read_bytes(source), source)
     return coco, source, ImageResolver(storage.parent(source), images)
@@ -112,9 +115,12 @@ def _open_zip(source: str, images: str | None) -> tuple[Any, str, _ZipImages]:
         if member is None and len(jsons) == 1:
             member = jsons[0]
         if member is None:
-            raise DatasetError(f"no COCO annotation file in this zip (looked for "
-                               f"{', '.join(ANNOTATION_FILE_NAMES)} or a single *.json; found: "
-                               f"{', '.join(jsons) or 'none'})", file=source)
+            raise DatasetError(
+                f"no COCO annotation file in this zip (looked for "
+                f"{', '.join(ANNOTATION_FILE_NAMES)} or a single *.json; found: "
+                f"{', '.join(jsons) or 'none'})",
+                file=source,
+            )
         location = f"zip://{member}::{source}"
         coco = parse_json(archive.read(member), location)
     members = {n for n in names if n.lower().endswith(storage.IMAGE_SUFFIXES)}
@@ -129,9 +135,11 @@ def parse_json(data: bytes, location: str) -> Any:
     except UnicodeDecodeError:
         raise DatasetError("not a text (UTF-8) JSON file", file=location) from None
     except json.JSONDecodeError as e:
-        end = " (the file ends early: truncated?)" if e.pos >= len(data.strip()) - 1 else ""
-        raise DatasetError(f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}{end}",
-                           file=location) from None
+        truncated = e.msg.startswith("Unterminated") or e.pos >= len(data.rstrip()) - 1
+        end = "; the file ends early: truncated download or copy?" if truncated else ""
+        raise DatasetError(
+            f"not valid JSON: {e.msg} (line {e.lineno}, column {e.colno}){end}", file=location
+        ) from None
 
 
 def coco_to_records(coco: Any, file: str, locate: Any, log: ProblemLog) -> tuple[ClassMap, list[Record]]:
@@ -140,12 +148,18 @@ def coco_to_records(coco: Any, file: str, locate: Any, log: ProblemLog) -> tuple
     ``locate`` has ``resolve(file_name) -> location | None`` (an :class:`ImageResolver`).
     """
     if not isinstance(coco, dict):
-        raise DatasetError(f"expected a JSON object with {', '.join(_REQUIRED_KEYS)}, got a "
-                           f"{type(coco).__name__}; is this a COCO file?", file=file)
+        raise DatasetError(
+            f"expected a JSON object with {', '.join(_REQUIRED_KEYS)}, got a "
+            f"{type(coco).__name__}; is this a COCO file?",
+            file=file,
+        )
     missing = [k for k in _REQUIRED_KEYS if k not in coco]
     if missing:
-        raise DatasetError(f"not a COCO file: missing key(s) {', '.join(missing)} "
-                           f"(found: {', '.join(map(str, coco)) or 'none'})", file=file)
+        raise DatasetError(
+            f"not a COCO file: missing key(s) {', '.join(missing)} "
+            f"(found: {', '.join(map(str, coco)) or 'none'})",
+            file=file,
+        )
     for key in _REQUIRED_KEYS:
         if not isinstance(coco[key], list):
             raise DatasetError(f"'{key}' must be a list, got {type(coco[key]).__name__}", file=file)
@@ -160,13 +174,17 @@ def coco_to_records(coco: Any, file: str, locate: Any, log: ProblemLog) -> tuple
 def _categories(categories: list, num_annotations: int, file: str) -> tuple[ClassMap, dict[int, int]]:
     """``(class map, category id -> label)``: categories sorted by id get labels 1..K."""
     if not categories and num_annotations:
-        raise DatasetError(f"'categories' is empty but there are {num_annotations} annotations; add the "
-                           "categories (id and name of each class)", file=file)
+        raise DatasetError(
+            f"'categories' is empty but there are {num_annotations} annotations; add the "
+            "categories (id and name of each class)",
+            file=file,
+        )
     by_id: dict[int, str] = {}
     for i, category in enumerate(categories):
         if not isinstance(category, dict):
-            raise DatasetError(f"category #{i} must be an object with id and name, got "
-                               f"{type(category).__name__}", file=file)
+            raise DatasetError(
+                f"category #{i} must be an object with id and name, got {type(category).__name__}", file=file
+            )
         cid, name = category.get("id"), category.get("name")
         if not isinstance(cid, int) or isinstance(cid, bool):
             raise DatasetError(f"category #{i} ({name!r}) needs an integer id, got {cid!r}", file=file)
@@ -178,8 +196,11 @@ def _categories(categories: list, num_annotations: int, file: str) -> tuple[Clas
     names = [by_id[cid] for cid in sorted(by_id)]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise DatasetError(f"category names must be unique; repeated: {', '.join(repeated)}. Merge them "
-                           "(and their annotations) into one category", file=file)
+        raise DatasetError(
+            f"category names must be unique; repeated: {', '.join(repeated)}. Merge them "
+            "(and their annotations) into one category",
+            file=file,
+        )
     return ClassMap(tuple(names)), {cid: label for label, cid in enumerate(sorted(by_id), start=1)}
 
 
@@ -210,9 +231,12 @@ def _images(images: list, file: str, locate: Any, log: ProblemLog) -> tuple[list
             continue
         if image_id in by_id:
             first = by_id[image_id]
-            log.error(f"image id {image_id!r} is listed twice (also for "
-                      f"{first.file_name if first else 'an invalid entry'}); this entry is skipped",
-                      file=file, image=name)
+            log.error(
+                f"image id {image_id!r} is listed twice (also for "
+                f"{first.file_name if first else 'an invalid entry'}); this entry is skipped",
+                file=file,
+                image=name,
+            )
             continue
         if not isinstance(name, str) or not name.strip():
             log.error(f"image id {image_id!r} has no file_name; skipped", file=file)
@@ -223,15 +247,23 @@ def _images(images: list, file: str, locate: Any, log: ProblemLog) -> tuple[list
         if location is None:
             missing.append(clean_file_name(name))
         width, height, mode = size if size else (0, 0, None)
-        record = Record(image=location if size else None, file_name=clean_file_name(name), width=width,
-                        height=height, mode=mode)
+        record = Record(
+            image=location if size else None,
+            file_name=clean_file_name(name),
+            width=width,
+            height=height,
+            mode=mode,
+        )
         records.append(record)
         by_id[image_id] = record if size else None
     if missing:
         examples = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
-        log.warn(f"{len(missing)} of {len(images)} listed images were not found ({examples}); they are kept "
-                 "as missing and not used. Give the folder that holds them (--images DIR); files are matched "
-                 "by name", file=file)
+        log.warn(
+            f"{len(missing)} of {len(images)} listed images were not found ({examples}); they are kept "
+            "as missing and not used. Give the folder that holds them (--images DIR); files are matched "
+            "by name",
+            file=file,
+        )
     return records, by_id
 
 
@@ -249,8 +281,11 @@ def _annotations(annotations: list, by_id: dict, labels: dict[int, int], file: s
             log.warn(f"annotation #{i} has no valid id ({ann_id!r}); called #{i} in messages", file=file)
             ann_id = f"#{i}"
         elif ann_id in seen:
-            log.error(f"annotation id {ann_id!r} is used twice; the later one is skipped", file=file,
-                      annotation=ann_id)
+            log.error(
+                f"annotation id {ann_id!r} is used twice; the later one is skipped",
+                file=file,
+                annotation=ann_id,
+            )
             continue
         seen.add(ann_id)
         image_id, category_id = ann.get("image_id"), ann.get("category_id")
@@ -262,22 +297,38 @@ def _annotations(annotations: list, by_id: dict, labels: dict[int, int], file: s
             unusable_image += 1  # its image entry was reported already
             continue
         if not _valid_id(category_id) or category_id not in labels:
-            log.error(f"unknown category id {category_id!r} (known: {', '.join(map(str, labels)) or 'none'}); "
-                      "skipped", file=file, image=record.file_name, annotation=ann_id)
+            log.error(
+                f"unknown category id {category_id!r} (known: {', '.join(map(str, labels)) or 'none'}); "
+                "skipped",
+                file=file,
+                image=record.file_name,
+                annotation=ann_id,
+            )
             continue
         geometry = _geometry(ann, log, file, record.file_name, ann_id)
         if geometry is None:
             continue
         if "box_xyxy" in geometry:
             box_only += 1
-        annotation = build_annotation(log, label=labels[category_id], height=record.height,
-                                      width=record.width, file=file, image=record.file_name,
-                                      annotation_id=ann_id, iscrowd=geometry.pop("iscrowd"), **geometry)
+        annotation = build_annotation(
+            log,
+            label=labels[category_id],
+            height=record.height,
+            width=record.width,
+            file=file,
+            image=record.file_name,
+            annotation_id=ann_id,
+            iscrowd=geometry.pop("iscrowd"),
+            **geometry,
+        )
         if annotation is not None:
             record.annotations.append(annotation)
     if box_only:
-        log.warn(f"{box_only} of {len(annotations)} objects have no mask (empty segmentation); they are kept "
-                 "as boxes only", file=file)
+        log.warn(
+            f"{box_only} of {len(annotations)} objects have no mask (empty segmentation); they are kept "
+            "as boxes only",
+            file=file,
+        )
     if unusable_image:
         log.warn(f"{unusable_image} annotations belong to unusable image entries and were skipped", file=file)
 
@@ -305,9 +356,14 @@ def _geometry(ann: dict, log: ProblemLog, file: str, image: str, ann_id: Any) ->
     if isinstance(segmentation, list) and all(isinstance(p, list) for p in segmentation):
         return {"polygons": segmentation, "iscrowd": bool(iscrowd)}
     if isinstance(segmentation, list) and all(is_number(v) for v in segmentation):
-        log.warn("segmentation is one flat list of coordinates, not a list of polygons; read as one polygon",
-                 **where)
+        log.warn(
+            "segmentation is one flat list of coordinates, not a list of polygons; read as one polygon",
+            **where,
+        )
         return {"polygons": [segmentation], "iscrowd": bool(iscrowd)}
-    log.error("segmentation must be a list of polygons or an RLE object, got "
-              f"{type(segmentation).__name__}; skipped", **where)
+    log.error(
+        "segmentation must be a list of polygons or an RLE object, got "
+        f"{type(segmentation).__name__}; skipped",
+        **where,
+    )
     return None

@@ -1,0 +1,59 @@
+"""``instaseg convert``: read an annotated dataset in any supported format and write it as canonical COCO."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ._common import add_dataset_arguments
+
+HELP = "Convert an annotated dataset (COCO, Label Studio, labelme, VIA, mask PNGs) to canonical COCO JSON."
+
+# Problems printed before "... and N more".
+_SHOWN_PROBLEMS = 20
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_dataset_arguments(parser)
+    parser.add_argument(
+        "destination",
+        metavar="DST",
+        help="where to write: a .json file, or a folder (annotations.json is written in it); path or URL",
+    )
+    parser.add_argument(
+        "--masks",
+        choices=["polygon", "rle"],
+        default="polygon",
+        help="how to write masks: polygons (source polygons, or traced; masks with holes "
+        "stay RLE) or compressed RLE; crowd regions are always RLE",
+    )
+    parser.add_argument(
+        "--copy-images",
+        action="store_true",
+        help="copy the images into images/ next to the JSON and point file_name there",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..formats.coco_export import write_coco
+    from ..formats.load import load_dataset
+
+    dataset = load_dataset(args.data, images=args.images, format=args.format)
+    written = write_coco(dataset, args.destination, mask_format=args.masks, copy_images=args.copy_images)
+    errors = [p for p in dataset.problems if p.level == "error"]
+    warnings = len(dataset.problems) - len(errors)
+    for problem in dataset.problems[:_SHOWN_PROBLEMS]:
+        print(problem, file=sys.stderr)
+    if len(dataset.problems) > _SHOWN_PROBLEMS:
+        print(
+            f"... and {len(dataset.problems) - _SHOWN_PROBLEMS} more problems (instaseg check lists all)",
+            file=sys.stderr,
+        )
+    missing = f" ({len(dataset.missing)} missing, not written)" if dataset.missing else ""
+    print(
+        f"{dataset.format} -> COCO: {len(dataset.present)} images{missing}, {dataset.num_instances()} "
+        f"instances, {dataset.class_map.num_classes} classes written to {written}"
+        f"{' with images copied' if args.copy_images else ''}; problems: {len(errors)} errors, "
+        f"{warnings} warnings"
+    )
+    return 1 if errors else 0
