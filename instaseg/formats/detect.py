@@ -45,12 +45,29 @@ def detect_format(source: str) -> str:
     elif source.lower().endswith(".zip"):
         found = _detect_zip(source)
     elif source.lower().endswith(".json"):
-        found = classify_json_prefix(_read_prefix(source), complete=storage.file_size(source) <= _PEEK_BYTES)
+        size = storage.file_size(source)
+        data = _read_prefix(source)
+        if size <= _PEEK_BYTES:
+            _require_json(data, source)
+        found = classify_json_prefix(data, complete=size <= _PEEK_BYTES)
     else:
         found = None
     if found is None:
         raise _unknown(source)
     return found
+
+
+def _require_json(data: bytes, source: str) -> None:
+    """Raise a ``DatasetError`` saying where the JSON breaks, for a file that is not valid JSON."""
+    if not data.strip():
+        raise DatasetError("empty file (0 bytes of JSON)", file=source)
+    try:
+        json.loads(data.decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        raise DatasetError("not a JSON text file (not UTF-8)", file=source) from None
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"not valid JSON (truncated or damaged?): {e.msg} at line {e.lineno} column "
+                           f"{e.colno}", file=source) from None
 
 
 def _unknown(source: str) -> DatasetError:

@@ -82,7 +82,7 @@ def test_folder_of_labelme_files(tmp_path):
     assert detect_format(str(tmp_path)) == "labelme"
 
 
-@pytest.mark.parametrize("content", [b'{"hello": 1}', b"not json", b"[1, 2]"], ids=["dict", "text", "list"])
+@pytest.mark.parametrize("content", [b'{"hello": 1}', b"[1, 2]"], ids=["dict", "list"])
 def test_unknown_lists_formats_and_suggests_flag(tmp_path, content):
     path = tmp_path / "x.json"
     path.write_bytes(content)
@@ -90,6 +90,20 @@ def test_unknown_lists_formats_and_suggests_flag(tmp_path, content):
         detect_format(str(path))
     message = str(info.value)
     assert "--format" in message and all(name in message for name in FORMATS) and str(path) in message
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(b"not json", "not valid JSON"), (b'{"images": [', "not valid JSON (truncated"), (b"", "empty file"),
+     (b"  \n", "empty file"), (b"\xff\xfe{", "not a JSON text file")],
+    ids=["text", "truncated", "empty", "blank", "binary"],
+)
+def test_broken_json_says_where_it_breaks(tmp_path, content, message):
+    path = tmp_path / "x.json"
+    path.write_bytes(content)
+    with pytest.raises(DatasetError, match=message) as info:
+        detect_format(str(path))
+    assert str(path) in str(info.value)
 
 
 def test_missing_source(tmp_path):
