@@ -1,0 +1,216 @@
+"""Read and check a COCO results file (predictions made by instaseg or by another tool).
+
+The file is a JSON list of ``{"image_id", "category_id", "score", "bbox", "segmentation"}``, as written by
+pycocotools/detectron2/mmdetection, referring to the *canonical COCO* of the dataset (see
+:func:`instaseg.evaluate.cocoeval.records_to_coco`):
+
+- ``image_id``: ``Record.image_id``, 1-based in the order the importer lists the images; ``file_name``
+  (the record's file name, or just its base name when unique) may be given instead;
+- ``category_id``: the label 1..K of the dataset's class map (class names in dataset order);
+- ``bbox``: ``[x, y, w, h]`` pixels; ``segmentation``: COCO RLE (compressed or not) or polygons, at the
+  image's size. A prediction with a mask and no box gets the mask's box.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as coco_mask
+
+from .. import storage
+from ..problems import DatasetError
+
+_EXAMPLES = 5  # how many offending entries an error message quotes
+
+
+def read_predictions(location: str) -> Any:
+    """The parsed JSON of a predictions file (local path or URL); ``DatasetError`` when unreadable."""
+    try:
+        return storage.read_json(location)
+    except FileNotFoundError:
+        raise DatasetError("predictions file not found", file=location) from None
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"cannot read the predictions file as JSON: {e}", file=location) from None
+
+
+def check_predictions(
+    items: Any, gt: dict, source: str, selected: set[int] | None = None
+) -> tuple[list[dict], bool, list[str]]:
+    """Check COCO results against the dataset's canonical COCO ``gt`` and normalise them.
+
+    Args:
+        items: the parsed results (a list of dicts).
+        gt: canonical COCO of the *whole* dataset (so that an image of another split is told apart from an
+            image the dataset does not have).
+        source: the file name, for messages.
+        selected: image ids being evaluated; predictions on other images of the dataset are dropped (with a
+            note). ``None``: all.
+
+    Returns:
+        ``(results, with_masks, notes)``: results with ``bbox`` ``[x, y, w, h]`` floats, ``score`` float and,
+        when ``with_masks``, ``segmentation`` as compressed RLE (``counts`` str); ``with_masks`` is true when
+        every prediction has a mask; notes for the report.
+
+    Raises:
+        DatasetError: not a list, empty, an entry naming an image or class the dataset does not have, or
+            an entry with missing or invalid fields. The message quotes the first offending entries.
+    """
+    if isinstance(items, dict):
+        hint = " (this looks like a COCO dataset file: pass it as DATA)" if "images" in items else ""
+        raise DatasetError(
+            "expected a COCO results list [{image_id, category_id, score, bbox, segmentation}, "
+            f"...], got a JSON object{hint}",
+            file=source,
+        )
+    if not isinstance(items, list):
+        raise DatasetError(f"expected a COCO results list, got {type(items).__name__}", file=source)
+    if not items:
+        raise DatasetError(
+            "the predictions file holds no predictions (an empty list): there is nothing to "
+            "evaluate; every metric would be 0",
+            file=source,
+        )
+    images = {img["id"]: img for img in gt["images"]}
+    by_name = _names(gt["images"])
+    categories = {c["id"]: c["name"] for c in gt["categories"]}
+    valid_classes = ", ".join(f"{i}={n}" for i, n in categories.items())
+
+    results, bad_image, bad_class, bad_other, other_split = [], [], [], [], 0
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            bad_other.append(f"entry {index}: not an object")
+            continue
+        image_id = _image_id(item, by_name)
+        if image_id not in images:
+            bad_image.append(
+                f"entry {index}: image_id={item.get('image_id')!r}"
+                + (f" file_name={item['file_name']!r}" if "file_name" in item else "")
+            )
+            continue
+        if item.get("category_id") not in categories:
+            bad_class.append(f"entry {index}: category_id={item.get('category_id')!r}")
+            continue
+        if selected is not None and image_id not in selected:
+            other_split += 1
+            continue
+        try:
+            results.append(_normalise(item, image_id, images[image_id]))
+        except ValueError as e:
+            bad_other.append(f"entry {index} (image {images[image_id]['file_name']}): {e}")
+
+    if bad_image:
+        raise DatasetError(
+            f"{len(bad_image)} predictions refer to images the dataset does not have "
+            f"({_first(bad_image)}); image_id must be the dataset's 1-based image id "
+            f"(1..{len(images)}, in import order) or give file_name",
+            file=source,
+        )
+    if bad_class:
+        raise DatasetError(
+            f"{len(bad_class)} predictions refer to unknown classes ({_first(bad_class)}); "
+            f"valid category_id: {valid_classes}",
+            file=source,
+        )
+    if bad_other:
+        raise DatasetError(f"{len(bad_other)} invalid predictions: {_first(bad_other)}", file=source)
+
+    notes = []
+    if other_split:
+        notes.append(f"{other_split} predictions on images outside the evaluated split were left out.")
+    if not results:
+        notes.append("No prediction falls on the evaluated images: every metric is 0.")
+    missing = sum("segmentation" not in r for r in results)
+    with_masks = bool(results) and missing == 0
+    if missing and missing < len(results):
+        notes.append(f"{missing} of {len(results)} predictions have no mask: mask metrics are not available.")
+    elif missing:
+        notes.append("The predictions have boxes only: mask metrics are not available.")
+    if not with_masks:
+        for r in results:
+            r.pop("segmentation", None)
+    return results, with_masks, notes
+
+
+def _names(images: list[dict]) -> dict[str, int]:
+    """file_name and (when unique) base name -> image id."""
+    by_name: dict[str, int | None] = {}
+    for img in images:
+        by_name[img["file_name"]] = img["id"]
+    for img in images:
+        base = img["file_name"].rsplit("/", 1)[-1]
+        if base != img["file_name"]:
+            by_name[base] = None if base in by_name else img["id"]
+    return {k: v for k, v in by_name.items() if v is not None}
+
+
+def _image_id(item: dict, by_name: dict[str, int]) -> Any:
+    if "image_id" in item:
+        value = item["image_id"]
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+    name = item.get("file_name")
+    return by_name.get(name.replace("\\", "/")) if isinstance(name, str) else None
+
+
+def _first(messages: list[str]) -> str:
+    more = f"; and {len(messages) - _EXAMPLES} more" if len(messages) > _EXAMPLES else ""
+    return "; ".join(messages[:_EXAMPLES]) + more
+
+
+def _normalise(item: dict, image_id: int, image: dict) -> dict:
+    score = item.get("score")
+    if not _finite(score):
+        raise ValueError(f"score must be a number, got {score!r}")
+    out = {"image_id": image_id, "category_id": item["category_id"], "score": float(score)}
+    height, width = image["height"], image["width"]
+    segmentation = item.get("segmentation")
+    if segmentation is not None and segmentation != []:
+        out["segmentation"] = _to_rle(segmentation, height, width)
+    bbox = item.get("bbox")
+    if bbox is None and "segmentation" in out:
+        bbox = [float(v) for v in coco_mask.toBbox(_bytes(out["segmentation"]))]
+    if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(_finite(v) for v in bbox)):
+        raise ValueError(f"bbox must be [x, y, w, h] numbers, got {bbox!r}")
+    if bbox[2] < 0 or bbox[3] < 0:
+        raise ValueError(f"bbox width and height must be >= 0, got {bbox!r}")
+    out["bbox"] = [float(v) for v in bbox]
+    return out
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _to_rle(segmentation: Any, height: int, width: int) -> dict:
+    """Compressed RLE (``counts`` str) of a COCO segmentation at ``height`` x ``width``."""
+    if isinstance(segmentation, dict):
+        size = segmentation.get("size")
+        if list(size or []) != [height, width]:
+            raise ValueError(f"mask size {size} differs from the image size [{height}, {width}] (H, W)")
+        counts = segmentation.get("counts")
+        if isinstance(counts, list):
+            rle = coco_mask.frPyObjects(segmentation, height, width)
+        elif isinstance(counts, (str, bytes)):
+            rle = _bytes(segmentation)
+        else:
+            raise ValueError("RLE 'counts' must be a string or a list of integers")
+    elif isinstance(segmentation, list) and all(isinstance(p, list) and len(p) >= 6 for p in segmentation):
+        rle = coco_mask.merge(
+            coco_mask.frPyObjects([[float(v) for v in p] for p in segmentation], height, width)
+        )
+    else:
+        raise ValueError("segmentation must be COCO RLE {size, counts} or polygons [[x1, y1, x2, y2, ...]]")
+    counts = rle["counts"]
+    return {
+        "size": [height, width],
+        "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts,
+    }
+
+
+def _bytes(rle: dict) -> dict:
+    counts = rle["counts"]
+    return {
+        "size": list(rle["size"]),
+        "counts": counts.encode("ascii") if isinstance(counts, str) else counts,
+    }

@@ -1,0 +1,96 @@
+"""``instaseg evaluate CHECKPOINT DATA`` through the training module, with an untrained light model."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+train = pytest.importorskip("instaseg.train")
+
+from instaseg.cli import main  # noqa: E402
+
+
+def _checkpoint(path, class_names):
+    config = train.ModelConfig(
+        arch="maskrcnn_resnet18_fpn", num_classes=len(class_names), image_size=128, pretrained_backbone=False
+    )
+    torch.manual_seed(0)
+    model = train.build_model(config)
+    payload = {
+        "format": "instaseg-checkpoint",
+        "format_version": 1,
+        "class_names": list(class_names),
+        "model_config": config.to_dict(),
+        "model": model.state_dict(),
+    }
+    torch.save(payload, path)
+    return path
+
+
+@pytest.mark.slow  # ~40 s on a shared 2-core CPU: predictions and losses of 9 images
+def test_checkpoint_route_reports_metrics_and_losses(datasets, tmp_path, capsys):
+    checkpoint = _checkpoint(tmp_path / "best.pt", ("object",))
+    code = main(
+        [
+            "evaluate",
+            str(checkpoint),
+            str(datasets / "dsb2018_nuclei_sample"),
+            "--format",
+            "mask-png",
+            "--split",
+            "test",
+            "--json",
+            "--max-dets",
+            "300",
+            "--device",
+            "cpu",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    report = json.loads(captured.out)
+    assert report["images"] == 9 and report["instances"] > 100
+    assert 0.0 <= report["bbox"]["AP"] < 0.05  # untrained: (almost) nothing right, but measured
+    assert set(report["losses"]) == {"test"}
+    assert math.isfinite(report["losses"]["test"]["loss"]) and report["losses"]["test"]["loss"] > 0
+    text = (tmp_path / "eval-test" / "report.md").read_text()  # default folder beside the checkpoint
+    assert "| test | " in text and "the model found" in text
+
+
+def test_checkpoint_with_other_classes_is_refused(datasets, tmp_path, capsys):
+    checkpoint = _checkpoint(tmp_path / "best.pt", ("cat",))
+    code = main(
+        [
+            "evaluate",
+            str(checkpoint),
+            str(datasets / "dsb2018_nuclei_sample"),
+            "--format",
+            "mask-png",
+            "--no-losses",
+            "--device",
+            "cpu",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "only in the checkpoint: ['cat']; only in the dataset: ['object']" in err
+    assert "Traceback" not in err
+
+
+def test_corrupt_checkpoint_is_a_message(datasets, tmp_path, capsys):
+    (tmp_path / "best.pt").write_bytes(b"not a checkpoint")
+    code = main(
+        [
+            "evaluate",
+            str(tmp_path / "best.pt"),
+            str(datasets / "dsb2018_nuclei_sample"),
+            "--format",
+            "mask-png",
+            "--device",
+            "cpu",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "not a readable checkpoint" in err

@@ -1,0 +1,95 @@
+"""Checking a COCO results file: bad input gets a clear message, never a traceback or a silent zero."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from instaseg.core import mask_to_rle
+from instaseg.evaluate import check_predictions, read_predictions, records_to_coco
+from instaseg.problems import DatasetError
+
+from .factories import class_map, record_from_masks
+
+
+@pytest.fixture()
+def gt():
+    masks = np.zeros((2, 40, 60), bool)
+    masks[0, 5:20, 5:25] = True
+    masks[1, 22:38, 30:55] = True
+    records = [
+        record_from_masks(masks, [1, 2], image_id=1, name="a/one.png"),
+        record_from_masks(masks[:1], [2], image_id=2, name="two.png"),
+    ]
+    return records_to_coco(records, class_map(2))
+
+
+def _good(**changes):
+    mask = np.zeros((40, 60), bool)
+    mask[5:20, 5:25] = True
+    item = {
+        "image_id": 1,
+        "category_id": 1,
+        "score": 0.9,
+        "bbox": [5, 5, 20, 15],
+        "segmentation": mask_to_rle(mask),
+    }
+    item.update(changes)
+    return item
+
+
+@pytest.mark.parametrize(
+    "items, message",
+    [
+        ([], "no predictions"),
+        ({"images": [], "annotations": []}, "COCO dataset file"),
+        ([_good(image_id=99)], r"images the dataset does not have .*image_id=99.*1\.\.2"),
+        ([_good(image_id="1")], "images the dataset does not have"),
+        ([_good(category_id=3)], r"unknown classes .*category_id=3.*valid category_id: 1=person, 2=other"),
+        ([_good(score=None)], "score must be a number"),
+        ([_good(bbox=[1, 2, 3])], r"bbox must be \[x, y, w, h\]"),
+        ([_good(segmentation={"size": [10, 10], "counts": "abc"})], "differs from the image size"),
+        ([_good(segmentation="mask")], "segmentation must be COCO RLE"),
+        ([{k: v for k, v in _good(file_name="nope.png").items() if k != "image_id"}], "file_name='nope.png'"),
+    ],
+)
+def test_bad_predictions_get_clear_messages(gt, items, message):
+    with pytest.raises(DatasetError, match=message):
+        check_predictions(items, gt, "preds.json")
+
+
+def test_many_bad_entries_are_summarised(gt):
+    with pytest.raises(DatasetError, match=r"12 predictions .* and 7 more") as error:
+        check_predictions([_good(image_id=100 + i) for i in range(12)], gt, "preds.json")
+    assert "preds.json" in str(error.value)
+
+
+def test_file_name_polygons_and_missing_bbox_are_accepted(gt):
+    items = [
+        {
+            "file_name": "a/one.png",
+            "category_id": 1,
+            "score": 0.8,
+            "segmentation": [[5, 5, 25, 5, 25, 20, 5, 20]],
+        },
+        {"file_name": "one.png", "category_id": 2, "score": 0.7, "bbox": [30, 22, 25, 16]},
+    ]
+    results, with_masks, notes = check_predictions(items, gt, "preds.json")
+    assert [r["image_id"] for r in results] == [1, 1]
+    assert results[0]["bbox"] == pytest.approx([5, 5, 20, 15])
+    assert not with_masks and "1 of 2 predictions have no mask" in notes[0]
+    assert all("segmentation" not in r for r in results)
+
+
+def test_predictions_outside_the_split_are_left_out_with_a_note(gt):
+    results, with_masks, notes = check_predictions([_good(), _good(image_id=2)], gt, "p.json", selected={2})
+    assert len(results) == 1 and results[0]["image_id"] == 2 and with_masks
+    assert "1 predictions on images outside the evaluated split" in notes[0]
+
+
+def test_read_predictions_errors(tmp_path):
+    with pytest.raises(DatasetError, match="not found"):
+        read_predictions(str(tmp_path / "missing.json"))
+    (tmp_path / "bad.json").write_text("[{")
+    with pytest.raises(DatasetError, match="cannot read the predictions file as JSON"):
+        read_predictions(str(tmp_path / "bad.json"))
