@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test test-deps lint venv clean
 
 venv: $(STAMP)
 
@@ -17,7 +17,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/instaseg demo
 
-test: $(STAMP)
+# The real components the app tests drive: Debian's Chromium (Playwright) and a Label Studio server in
+# its own venv. Both scripts return at once when already installed.
+test-deps:
+	bash scripts/ci_setup_chromium.sh
+	bash scripts/ci_setup_label_studio.sh
+
+test: $(STAMP) test-deps
 	$(PY) -m pytest -q -ra
 
 lint: $(STAMP)
@@ -25,4 +31,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check instaseg tests
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) .venv-ls build *.egg-info
