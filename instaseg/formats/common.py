@@ -100,7 +100,7 @@ def read_image_info(location: str, decode: bool = False) -> ImageInfo:
         try:
             with Image.open(f) as img:
                 width, height = img.size
-                orientation = int(img.getexif().get(0x0112, 1) or 1)
+                orientation = _orientation(img)
                 mode = img.mode
                 if decode:
                     img.load()
@@ -112,6 +112,18 @@ def read_image_info(location: str, decode: bool = False) -> ImageInfo:
     if orientation in (5, 6, 7, 8):  # rotated by 90 or 270 degrees: displayed size is transposed
         width, height = height, width
     return ImageInfo(width, height, mode, orientation)
+
+
+def _orientation(img: Image.Image) -> int:
+    """EXIF orientation tag (1 = upright) without decoding pixels.
+
+    For PNG, ``getexif()`` decodes the whole image when the eXIf chunk is absent from the header, so only
+    an eXIf chunk placed before the pixel data is read.
+    """
+    if img.format == "PNG":
+        raw = img.info.get("exif")
+        return int(Image.Exif().load(raw).get(0x0112, 1) or 1) if raw else 1
+    return int(img.getexif().get(0x0112, 1) or 1)
 
 
 def _finite_numbers(values) -> np.ndarray | None:
