@@ -1,0 +1,244 @@
+"""``instaseg train``: fine-tune a Mask R-CNN on an annotated dataset (or train one from scratch)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..problems import DatasetError
+from ._common import add_dataset_arguments
+
+HELP = "Train a Mask R-CNN on an annotated dataset (COCO transfer learning by default); writes RUN_DIR."
+
+# Must equal instaseg.train.model.ARCHITECTURES' keys (a test checks); repeated so `instaseg --help` needs no torch.
+ARCH_NAMES = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2", "maskrcnn_resnet18_fpn")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_dataset_arguments(parser)
+    parser.add_argument(
+        "--out", metavar="RUN_DIR", help="folder for checkpoints, metrics and logs (required unless --resume)"
+    )
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its last.pt "
+        "(its own configuration; --epochs/--minutes may extend it)",
+    )
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--arch",
+        default="maskrcnn_resnet50_fpn",
+        choices=ARCH_NAMES,
+        help="architecture; maskrcnn_resnet18_fpn is light enough to train from scratch on a CPU",
+    )
+    model.add_argument(
+        "--weights",
+        default=None,
+        help="coco (torchvision's COCO weights, from $TORCH_HOME or "
+        "downloaded), none (from scratch) or a file (torchvision state dict or instaseg "
+        "checkpoint). Default: coco for the ResNet-50 models, none for the light one",
+    )
+    model.add_argument("--no-download", action="store_true", help="never download COCO weights")
+    model.add_argument(
+        "--trainable-backbone-layers",
+        type=int,
+        default=None,
+        metavar="0-5",
+        help="backbone stages that train (default 3 with pretrained weights, 5 from scratch)",
+    )
+    model.add_argument(
+        "--image-size",
+        type=int,
+        default=1024,
+        help="longest image side in pixels, for "
+        "training and prediction (the model's own resize uses the same size)",
+    )
+    model.add_argument(
+        "--resize",
+        default="keep",
+        choices=["keep", "square"],
+        help="keep the aspect ratio, or resize to a square",
+    )
+    model.add_argument("--score-threshold", type=float, default=0.05, help="test-time minimum score")
+    model.add_argument("--nms-threshold", type=float, default=0.5, help="test-time NMS IoU")
+    model.add_argument("--detections-per-image", type=int, default=100, help="test-time maximum detections")
+    opt = parser.add_argument_group("optimisation")
+    opt.add_argument("--epochs", type=int, default=None, help="epochs (default 20)")
+    opt.add_argument("--minutes", type=float, default=None, help="time budget in minutes (default 0: none)")
+    opt.add_argument("--batch-size", type=int, default=2)
+    opt.add_argument("--accumulate", type=int, default=1, help="batches per optimizer step")
+    opt.add_argument("--lr", type=float, default=0.005, help="peak learning rate")
+    opt.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"])
+    opt.add_argument("--weight-decay", type=float, default=1e-4)
+    opt.add_argument("--scheduler", default="cosine", choices=["cosine", "step"])
+    opt.add_argument("--warmup-steps", type=int, default=100)
+    opt.add_argument("--grad-clip", type=float, default=10.0, help="max gradient norm (0: off)")
+    opt.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    opt.add_argument("--augment", default="default", choices=["default", "none"])
+    opt.add_argument("--patience", type=int, default=0, help="early stopping patience in epochs (0: off)")
+    opt.add_argument(
+        "--select",
+        default="loss",
+        choices=["loss", "map"],
+        help="best.pt by lowest validation loss, or highest validation mask mAP",
+    )
+    run = parser.add_argument_group("run")
+    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    run.add_argument(
+        "--splits",
+        metavar="FILE",
+        help="split file (JSON); default: split the images with "
+        "--val-fraction/--test-fraction, saved as RUN_DIR/splits.json",
+    )
+    run.add_argument("--val-fraction", type=float, default=0.15)
+    run.add_argument("--test-fraction", type=float, default=0.15)
+
+
+def _select_metric(records, class_map):
+    """(model, epoch) -> validation mask mAP, through the evaluation module."""
+    from ..evaluate.evaluator import mask_map
+    from ..images import load_image
+    from ..train import predict_batch
+
+    def metric(model, epoch: int) -> float:
+        predictions = [predict_batch(model, [load_image(r.image)])[0] for r in records]
+        value = mask_map(records, class_map, predictions)
+        return 0.0 if value is None else float(value)
+
+    return metric
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..formats.load import load_dataset
+    from ..splits import SplitConfig, assign_splits, load_splits, records_of_split, save_splits
+    from ..train import CheckpointError, ModelConfig, TrainConfig, WeightsError, fit
+    from ..train.checkpoint import CHECKPOINT_FORMAT, read_checkpoint
+    from ..train.engine import TrainingError
+
+    def fail(message: str) -> int:
+        print(f"instaseg train: error: {message}", file=sys.stderr)
+        return 2
+
+    try:
+        if args.resume:
+            run_dir = Path(args.resume)
+            state = read_checkpoint(run_dir / "last.pt")
+            config = TrainConfig.from_dict(state["train_config"])
+            config.epochs = args.epochs or config.epochs
+            config.minutes = config.minutes if args.minutes is None else args.minutes
+            model_config = ModelConfig.from_dict(state["model_config"])
+        else:
+            if not args.out:
+                return fail("--out RUN_DIR is required (or --resume RUN_DIR)")
+            run_dir = Path(args.out)
+            if (run_dir / "last.pt").exists():
+                return fail(
+                    f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose "
+                    "another --out"
+                )
+            weights = args.weights or ("none" if args.arch == "maskrcnn_resnet18_fpn" else "coco")
+            pretrained = weights != "none"
+            if weights not in ("coco", "none") and Path(weights).is_file():
+                payload = read_checkpoint(weights)
+                if payload.get("format") == CHECKPOINT_FORMAT:  # continue with the checkpoint's layer types
+                    pretrained = bool(payload["model_config"].get("pretrained_backbone", True))
+            config = TrainConfig(
+                data=args.data,
+                images=args.images,
+                format=args.format,
+                weights=weights,
+                epochs=args.epochs or 20,
+                batch_size=args.batch_size,
+                accumulate=args.accumulate,
+                lr=args.lr,
+                optimizer=args.optimizer,
+                weight_decay=args.weight_decay,
+                scheduler=args.scheduler,
+                warmup_steps=args.warmup_steps,
+                grad_clip=args.grad_clip,
+                amp=not args.no_amp,
+                device=args.device,
+                seed=args.seed,
+                patience=args.patience,
+                select=args.select,
+                workers=args.workers,
+                augment=args.augment,
+                minutes=args.minutes or 0.0,
+                splits=args.splits,
+                split_seed=args.seed,
+            )
+            model_config = ModelConfig(
+                arch=args.arch,
+                image_size=args.image_size,
+                resize=args.resize,
+                pretrained_backbone=pretrained,
+                trainable_backbone_layers=args.trainable_backbone_layers,
+                score_threshold=args.score_threshold,
+                nms_threshold=args.nms_threshold,
+                detections_per_image=args.detections_per_image,
+            )
+    except (ValueError, CheckpointError) as e:
+        return fail(str(e))
+
+    dataset = load_dataset(config.data, config.images, config.format)
+    errors = [p for p in dataset.problems if p.level == "error"]
+    print(
+        f"{dataset.format} dataset {dataset.source}: {len(dataset.present)} images, "
+        f"{dataset.num_instances()} objects, classes {', '.join(dataset.class_map.names)}; "
+        f"{len(dataset.problems)} problems ({len(errors)} errors; see `instaseg check`)"
+    )
+    if args.resume and tuple(state["class_names"]) != dataset.class_map.names:
+        return fail(
+            f"{run_dir / 'last.pt'} was trained on classes {list(state['class_names'])}, the dataset "
+            f"has {list(dataset.class_map.names)}; resume with the same dataset"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    split_file = run_dir / "splits.json"
+    if args.resume or config.splits:
+        load_splits(dataset.records, str(split_file if args.resume else config.splits))
+    else:
+        split = SplitConfig(
+            train=1 - args.val_fraction - args.test_fraction,
+            val=args.val_fraction,
+            test=args.test_fraction,
+            seed=config.split_seed,
+        )
+        assign_splits(dataset.records, split)
+    if not args.resume:
+        names = {
+            s: [r.file_name for r in records_of_split(dataset.records, s)] for s in ("train", "val", "test")
+        }
+        save_splits(names, str(split_file))
+    splits = {s: records_of_split(dataset.records, s) for s in ("train", "val", "test")}
+    print(f"split: {', '.join(f'{len(v)} {k}' for k, v in splits.items())} (saved in {split_file})")
+    try:
+        model_config = ModelConfig.from_dict(
+            {**model_config.to_dict(), "num_classes": dataset.class_map.num_classes}
+        )
+        select = _select_metric(splits["val"], dataset.class_map) if config.select == "map" else None
+        result = fit(
+            splits,
+            dataset.class_map,
+            config,
+            model_config,
+            run_dir,
+            resume=bool(args.resume),
+            select_metric=select,
+            progress=True,
+            report=print,
+            download=not args.no_download,
+        )
+    except (WeightsError, CheckpointError, TrainingError, ValueError) as e:
+        return fail(str(e))
+    except DatasetError:
+        raise
+    print(
+        f"{result.stop_reason}; best epoch {result.best_epoch} -> {run_dir / 'best.pt'}; last -> "
+        f"{run_dir / 'last.pt'}; metrics {run_dir / 'metrics.csv'}, curve {run_dir / 'loss_curve.png'}, "
+        f"tensorboard --logdir {run_dir / 'tensorboard'}"
+    )
+    return 0

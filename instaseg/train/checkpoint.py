@@ -1,0 +1,145 @@
+"""Checkpoints: self-contained, loadable with ``torch.load(weights_only=True)``, written atomically.
+
+A checkpoint is a dict of tensors and plain values only (so loading never unpickles code):
+
+- ``format``: ``"instaseg-checkpoint"``, ``format_version``: 1;
+- ``model``: the state dict; ``class_names``: list of K names (label i+1 is ``class_names[i]``);
+- ``model_config``: :class:`ModelConfig` as a dict; ``train_config``: :class:`TrainConfig` as a dict;
+- ``epoch`` (1-based, last finished), ``metrics`` (that epoch's losses), ``versions`` (libraries);
+- ``last.pt`` also holds what ``--resume`` needs: ``optimizer``, ``scheduler``, ``scaler`` state dicts,
+  ``rng`` (torch CPU/CUDA generator states as uint8 tensors), ``history`` (list of per-epoch metric
+  dicts), ``best_score``, ``best_epoch``, ``bad_epochs``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import torch
+import torchvision
+
+from ..core import ClassMap
+from .config import ModelConfig
+
+CHECKPOINT_FORMAT = "instaseg-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used; the CLI prints it and exits with status 2."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """Not a readable checkpoint: truncated, not a torch file, or containing code objects."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A valid checkpoint made for another architecture or other classes."""
+
+
+def library_versions() -> dict[str, str]:
+    import importlib.metadata
+
+    import albumentations
+
+    try:
+        instaseg_version = importlib.metadata.version("instaseg")
+    except importlib.metadata.PackageNotFoundError:
+        instaseg_version = "unknown"
+    return {
+        "instaseg": instaseg_version,
+        "torch": str(torch.__version__),
+        "torchvision": str(torchvision.__version__),
+        "albumentations": str(albumentations.__version__),
+        "python": platform.python_version(),
+    }
+
+
+def save_atomic(payload: dict, path: str | Path) -> None:
+    """Write ``payload`` with ``torch.save`` to a temporary file beside ``path``, fsync, then rename.
+
+    A crash or kill at any moment leaves either the previous file or the new one, never a partial one.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """``torch.load(path, weights_only=True)``; ``CorruptCheckpointError`` for anything unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CorruptCheckpointError(
+            f"{path} is not a readable checkpoint ({first_line}); it may be truncated "
+            "or not a torch file. Use another checkpoint (e.g. last.pt) or retrain"
+        ) from None
+    if not isinstance(payload, dict):
+        raise CorruptCheckpointError(f"{path} holds a {type(payload).__name__}, not a checkpoint dict")
+    return payload
+
+
+def load_checkpoint(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    arch: str | None = None,
+    class_names: tuple[str, ...] | None = None,
+) -> tuple[torch.nn.Module, ClassMap, ModelConfig]:
+    """Rebuild the model of an instaseg checkpoint, in eval mode on ``device``.
+
+    Args:
+        arch, class_names: when given, the checkpoint must match them (``CheckpointMismatchError`` if not).
+
+    Returns:
+        ``(model, class_map, model_config)``; use :func:`instaseg.train.model.predict_batch` to predict.
+    """
+    from .model import build_model, check_arch
+
+    payload = read_checkpoint(path)
+    if payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointMismatchError(
+            f"{path} is not an instaseg checkpoint (a bare state dict?); pass it to "
+            "`instaseg train --weights` instead"
+        )
+    missing = [k for k in ("model", "class_names", "model_config") if k not in payload]
+    if missing:
+        raise CorruptCheckpointError(f"{path} lacks {', '.join(missing)}: an incomplete checkpoint; retrain")
+    config = ModelConfig.from_dict(payload["model_config"])
+    try:
+        check_arch(config.arch)
+    except ValueError as e:
+        raise CheckpointMismatchError(f"{path}: {e}") from None
+    if arch is not None and config.arch != arch:
+        raise CheckpointMismatchError(f"{path} is a {config.arch} checkpoint, expected {arch}")
+    names = tuple(payload["class_names"])
+    if class_names is not None and names != tuple(class_names):
+        raise CheckpointMismatchError(
+            f"{path} was trained on classes {list(names)}, expected {list(class_names)}"
+        )
+    model = build_model(config)
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as e:
+        raise CheckpointMismatchError(f"{path}: weights do not fit {config.arch} ({str(e)[:300]})") from None
+    model.to(device).eval()
+    return model, ClassMap(names), config

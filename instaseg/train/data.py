@@ -1,0 +1,142 @@
+"""Records -> torch samples for Mask R-CNN: :class:`DetectionDataset` and :func:`collate`.
+
+A sample is ``(image, target)`` as torchvision's detection models take them:
+
+- ``image``: float32 ``(3, H, W)`` in [0, 1] (not normalised: the model does that);
+- ``target``: ``boxes`` float32 ``(N, 4)`` xyxy pixels, ``labels`` int64 ``(N,)`` in 1..K, ``masks`` uint8
+  ``(N, H, W)``, ``image_id`` int64 scalar, ``area`` float32 ``(N,)`` (mask pixels), ``iscrowd`` int64
+  ``(N,)`` (all 0).
+
+Crowd regions are excluded from training targets (torchvision's losses have no notion of "ignore").
+Boxes are recomputed from the masks after augmentation; instances whose mask vanished (e.g. resized
+below one pixel) are dropped, and an image left without instances is a negative sample (N = 0).
+"""
+
+from __future__ import annotations
+
+import albumentations as A
+import numpy as np
+import torch
+
+from ..core import Record, masks_to_boxes
+from ..images import load_image
+from ..problems import DatasetError
+from .augment import reseed
+
+
+def record_to_arrays(record: Record) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode one record: image RGB uint8 ``(H, W, 3)``, masks uint8 ``(N, H, W)``, labels int64 ``(N,)``.
+
+    Crowd regions are left out. An annotation with a box only is trained on its filled box as mask.
+    Raises ``DatasetError`` naming the image when the file's size differs from the record's.
+    """
+    if record.image is None:
+        raise DatasetError("image file is missing", image=record.file_name)
+    image = load_image(record.image)
+    if image.shape[:2] != (record.height, record.width):
+        raise DatasetError(
+            f"image is {image.shape[1]}x{image.shape[0]} pixels but the annotations were made "
+            f"for {record.width}x{record.height}; re-export or fix the annotation file",
+            image=record.file_name,
+        )
+    instances = record.instances(crowd=False)
+    n = len(instances)
+    if instances.masks is not None:
+        masks = instances.masks.astype(np.uint8)
+    else:
+        masks = np.zeros((n, record.height, record.width), dtype=np.uint8)
+        for i, (x0, y0, x1, y1) in enumerate(np.round(instances.boxes).astype(int)):
+            masks[i, y0:y1, x0:x1] = 1
+    return image, masks, instances.labels
+
+
+def arrays_to_sample(
+    image: np.ndarray, masks: np.ndarray, labels: np.ndarray, image_id: int
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Tensors of one (augmented) sample; boxes from the masks, empty masks dropped. See the module doc."""
+    height, width = image.shape[:2]
+    masks = masks.reshape(len(masks), height, width)
+    keep = masks.any(axis=(1, 2))
+    masks, labels = masks[keep], labels[keep]
+    boxes = masks_to_boxes(masks.astype(bool))  # (N, 4) xyxy, x_max/y_max exclusive: width >= 1
+    target = {
+        "boxes": torch.from_numpy(boxes).reshape(-1, 4),
+        "labels": torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64)),
+        "masks": torch.from_numpy(np.ascontiguousarray(masks, dtype=np.uint8)).reshape(-1, height, width),
+        "image_id": torch.tensor(image_id, dtype=torch.int64),
+        "area": torch.from_numpy(masks.sum(axis=(1, 2), dtype=np.int64).astype(np.float32)),
+        "iscrowd": torch.zeros(len(masks), dtype=torch.int64),
+    }
+    tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)  # (3, H, W)
+    return tensor, target
+
+
+def augment_arrays(
+    pipeline: A.Compose, image: np.ndarray, masks: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Apply ``pipeline`` to an image ``(H, W, 3)`` and masks ``(N, H, W)``; returns the transformed pair."""
+    if len(masks) == 0:  # albumentations cannot stack an empty mask list
+        out = pipeline(image=image)
+        return out["image"], np.zeros((0, *out["image"].shape[:2]), dtype=np.uint8)
+    out = pipeline(image=image, masks=masks)
+    return out["image"], np.asarray(out["masks"], dtype=np.uint8).reshape(len(masks), *out["image"].shape[:2])
+
+
+class DetectionDataset(torch.utils.data.Dataset):
+    """Torch dataset over records, decoding and augmenting on access.
+
+    Args:
+        records: records whose image file exists (``record.image`` set).
+        pipeline: an albumentations pipeline from :mod:`instaseg.train.augment`.
+        seed: with :meth:`set_epoch` and the sample index, seeds the augmentation of each sample.
+    """
+
+    def __init__(self, records: list[Record], pipeline: A.Compose, seed: int = 0):
+        missing = [r.file_name for r in records if r.image is None]
+        if missing:
+            raise DatasetError(f"{len(missing)} image file(s) missing, e.g. {missing[0]}")
+        self.records = list(records)
+        self.pipeline = pipeline
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the augmentations of ``epoch`` (call before creating the epoch's DataLoader iterator)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        record = self.records[index]
+        image, masks, labels = record_to_arrays(record)
+        reseed(self.pipeline, self.seed, self.epoch, index)
+        image, masks = augment_arrays(self.pipeline, image, masks)
+        return arrays_to_sample(image, masks, labels, record.image_id)
+
+
+def collate(batch: list) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """Batch as torchvision's detection models want it: a list of images and a list of targets."""
+    images, targets = zip(*batch, strict=True)
+    return list(images), list(targets)
+
+
+def make_loader(
+    dataset: DetectionDataset, batch_size: int, shuffle: bool, workers: int, epoch: int, seed: int
+) -> torch.utils.data.DataLoader:
+    """A DataLoader for one epoch: shuffling seeded by ``(seed, epoch)`` so a resumed run draws the same order.
+
+    Workers are not persistent, so each epoch's workers get the dataset with its current epoch.
+    """
+    dataset.set_epoch(epoch)
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        collate_fn=collate,
+        generator=generator,
+        drop_last=False,
+        pin_memory=False,
+    )

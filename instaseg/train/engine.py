@@ -1,0 +1,139 @@
+"""One epoch of training and of validation losses, plus the optimizer and learning-rate schedule."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .config import TrainConfig
+from .model import LOSS_NAMES, compute_losses, frozen_statistics
+
+
+class TrainingError(Exception):
+    """Training cannot go on (e.g. the loss became NaN); the CLI prints it and exits with status 2."""
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with momentum or AdamW over the trainable parameters (frozen backbone layers excluded)."""
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(
+        parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per optimizer step: linear warmup from 0.1% of ``lr`` over ``warmup_steps``, then cosine to 0 at the
+    last step, or ``step_gamma`` every ``step_epochs`` epochs."""
+    total = max(1, config.epochs * steps_per_epoch)
+    warmup = min(config.warmup_steps, total // 2)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return 0.001 + (1 - 0.001) * step / warmup
+        if config.scheduler == "step":
+            return config.step_gamma ** (step // max(1, config.step_epochs * steps_per_epoch))
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _to_device(images: list[torch.Tensor], targets: list[dict], device: torch.device):
+    images = [image.to(device, non_blocking=True) for image in images]
+    targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+    return images, targets
+
+
+def _check_finite(losses: dict[str, torch.Tensor], targets: list[dict]) -> None:
+    bad = {k: float(v) for k, v in losses.items() if not torch.isfinite(v)}
+    if bad:
+        ids = [int(t["image_id"]) for t in targets]
+        raise TrainingError(
+            f"non-finite loss {bad} on images {ids}; lower --lr, keep --grad-clip on, or "
+            "check these images' annotations"
+        )
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    device: torch.device,
+    config: TrainConfig,
+    deadline: float | None = None,
+    progress: Callable | None = None,
+) -> tuple[dict[str, float], bool]:
+    """Train over ``loader`` once; returns the mean losses (``loss`` and :data:`LOSS_NAMES`) and whether
+    the ``deadline`` (a ``time.monotonic()`` value) stopped the epoch early.
+
+    ``progress``, when given, is called after each batch with ``(batches_done, losses_so_far, lr)``.
+    """
+    amp = config.amp and device.type == "cuda"
+    sums = dict.fromkeys(("loss", *LOSS_NAMES), 0.0)
+    batches, stopped = 0, False
+    optimizer.zero_grad(set_to_none=True)
+    n = len(loader)
+    for index, (images, targets) in enumerate(loader):
+        images, targets = _to_device(images, targets, device)
+        with torch.autocast(device_type=device.type, enabled=amp):
+            losses = compute_losses(model, images, targets)
+        total = sum(losses.values())
+        _check_finite({"loss": total, **losses}, targets)
+        scaler.scale(total / config.accumulate).backward()
+        if (index + 1) % config.accumulate == 0 or index + 1 == n:
+            if config.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(
+                    [p for g in optimizer.param_groups for p in g["params"]], config.grad_clip
+                )
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+        batches += 1
+        sums["loss"] += total.item()
+        for name in LOSS_NAMES:
+            sums[name] += losses[name].item()
+        if progress is not None:
+            progress(batches, {k: v / batches for k, v in sums.items()}, optimizer.param_groups[0]["lr"])
+        if deadline is not None and time.monotonic() > deadline and index + 1 < n:
+            stopped = True
+            if (index + 1) % config.accumulate:  # do not leave accumulated gradients unapplied
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
+            break
+    return {k: v / max(1, batches) for k, v in sums.items()}, stopped
+
+
+def evaluate_losses(model: nn.Module, loader, device: torch.device, seed: int = 0) -> dict[str, float]:
+    """Mean losses over ``loader`` without gradients, BatchNorm/Dropout frozen (see
+    :func:`~instaseg.train.model.frozen_statistics`).
+
+    The heads sample proposals at random in train mode; the sampling is seeded with ``seed`` in a forked
+    RNG, so validation losses of different epochs are comparable and training's RNG stream is untouched.
+    """
+    sums = dict.fromkeys(("loss", *LOSS_NAMES), 0.0)
+    batches = 0
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.no_grad(), frozen_statistics(model):
+        torch.manual_seed(seed)
+        for images, targets in loader:
+            images, targets = _to_device(images, targets, device)
+            losses = model(images, targets)
+            batches += 1
+            sums["loss"] += float(sum(losses.values()))
+            for name in LOSS_NAMES:
+                sums[name] += losses[name].item()
+    return {k: v / max(1, batches) for k, v in sums.items()}

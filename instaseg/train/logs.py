@@ -1,0 +1,81 @@
+"""What a person reads of a run, all under RUN_DIR, rewritten after each epoch:
+
+- ``metrics.csv``: one row per epoch (``epoch``, ``lr``, ``seconds``, ``train_*``, ``val_*`` losses, and
+  ``val_map`` when measured); the last row may add ``test_*`` losses at the end of the run;
+- ``tensorboard/``: event files with the same scalars (``tensorboard --logdir RUN_DIR``);
+- ``loss_curve.png``: train / validation (/ test) total loss per epoch;
+- ``config.yaml``: the resolved training and model configuration.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import yaml
+
+
+def write_config(run_dir: Path, train_config: dict, model_config: dict, class_names: list[str]) -> Path:
+    path = run_dir / "config.yaml"
+    payload = {"train": train_config, "model": model_config, "class_names": list(class_names)}
+    path.write_text(yaml.safe_dump(payload, sort_keys=False))
+    return path
+
+
+def write_metrics_csv(run_dir: Path, history: list[dict]) -> Path:
+    """All epochs' metrics as CSV; columns are the union of keys, in first-seen order."""
+    columns: list[str] = []
+    for row in history:
+        columns.extend(k for k in row if k not in columns)
+    path = run_dir / "metrics.csv"
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for row in history:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    tmp.replace(path)
+    return path
+
+
+def plot_losses(run_dir: Path, history: list[dict]) -> Path:
+    """``loss_curve.png``: total train/val/test loss against epoch (matplotlib, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 4), dpi=100)
+    axes = figure.subplots()
+    epochs = [row["epoch"] for row in history]
+    for key, label in (("train_loss", "train"), ("val_loss", "validation"), ("test_loss", "test")):
+        points = [(e, row[key]) for e, row in zip(epochs, history, strict=True) if row.get(key) is not None]
+        if points:
+            axes.plot(*zip(*points, strict=True), marker="o", label=label)
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("loss (sum of the 5 Mask R-CNN losses)")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    path = run_dir / "loss_curve.png"
+    figure.savefig(path)
+    return path
+
+
+class TensorBoardLog:
+    """Scalars of each epoch in ``RUN_DIR/tensorboard``; on resume, events after ``start_epoch`` are purged."""
+
+    def __init__(self, run_dir: Path, start_epoch: int = 0):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start_epoch + 1 or None)
+
+    def write(self, row: dict) -> None:
+        for key, value in row.items():
+            if key != "epoch" and isinstance(value, (int, float)):
+                group, _, name = key.partition("_")
+                self.writer.add_scalar(f"{group}/{name}" if name else key, value, row["epoch"])
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()

@@ -1,0 +1,207 @@
+"""Mask R-CNN models: the architectures, and the two faces of torchvision's ``forward`` as named functions.
+
+Public API used by evaluation and prediction:
+
+- :func:`build_model` ``(ModelConfig) -> MaskRCNN`` with K+1-class box **and** mask predictors;
+- :func:`compute_losses` ``(model, images, targets) -> dict[str, Tensor]`` (the model in train mode);
+- :func:`predict` ``(model, images) -> list[dict]`` (torchvision's raw detections, eval mode);
+- :func:`predict_batch` ``(model, images: list of RGB uint8 (H, W, 3)) -> list[Instances]`` with masks
+  thresholded at ``mask_threshold`` at each image's original size, and scores.
+
+Image size: the model's ``GeneralizedRCNNTransform`` gets ``min_size = max_size = image_size`` (see
+:class:`~instaseg.train.config.ModelConfig`), so images resized by the data pipeline are not resized again
+(torchvision's default would rescale them to 800 pixels), and raw images given to :func:`predict_batch`
+are scaled to the training size; detections come back in the original image's pixels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision.models import resnet18, resnet50
+from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import BackboneWithFPN, _resnet_fpn_extractor
+from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.rpn import RPNHead
+from torchvision.ops import misc as misc_ops
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+from ..core import Instances
+from .config import ModelConfig
+
+LOSS_NAMES = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
+
+
+def _trainable_layers(config: ModelConfig) -> int:
+    if config.trainable_backbone_layers is not None:
+        return config.trainable_backbone_layers
+    return 3 if config.pretrained_backbone else 5
+
+
+def _resnet50_fpn(config: ModelConfig) -> MaskRCNN:
+    # Pretrained backbones keep ImageNet/COCO BatchNorm statistics frozen, as torchvision does.
+    norm = misc_ops.FrozenBatchNorm2d if config.pretrained_backbone else nn.BatchNorm2d
+    backbone = _resnet_fpn_extractor(resnet50(weights=None, norm_layer=norm), _trainable_layers(config))
+    return MaskRCNN(backbone, num_classes=config.num_classes + 1)
+
+
+def _resnet50_fpn_v2(config: ModelConfig) -> MaskRCNN:
+    # torchvision's v2 recipe (Li et al. 2021): BatchNorm in FPN and heads, a deeper RPN head.
+    backbone = _resnet_fpn_extractor(
+        resnet50(weights=None), _trainable_layers(config), norm_layer=nn.BatchNorm2d
+    )
+    anchors = AnchorGenerator(((32,), (64,), (128,), (256,), (512,)), ((0.5, 1.0, 2.0),) * 5)
+    return MaskRCNN(
+        backbone,
+        num_classes=config.num_classes + 1,
+        rpn_anchor_generator=anchors,
+        rpn_head=RPNHead(backbone.out_channels, 3, conv_depth=2),
+        box_head=FastRCNNConvFCHead(
+            (backbone.out_channels, 7, 7), [256] * 4, [1024], norm_layer=nn.BatchNorm2d
+        ),
+        mask_head=MaskRCNNHeads(backbone.out_channels, [256] * 4, 1, norm_layer=nn.BatchNorm2d),
+    )
+
+
+def _group_norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(32, channels)
+
+
+def _resnet18_fpn(config: ModelConfig) -> MaskRCNN:
+    """A light model that trains from scratch on a CPU: ResNet-18, a 128-channel FPN, slim heads, and
+    anchors half torchvision's size (16..256 pixels) for small objects at small image sizes.
+
+    From scratch it uses GroupNorm (32 groups) instead of BatchNorm: detection batches are a few images,
+    too few for batch statistics, and GroupNorm behaves the same in training and validation (Wu & He 2018).
+    """
+    norm = misc_ops.FrozenBatchNorm2d if config.pretrained_backbone else _group_norm
+    body = resnet18(weights=None, norm_layer=norm)
+    trainable = ["layer4", "layer3", "layer2", "layer1", "conv1"][: _trainable_layers(config)]
+    if len(trainable) == 5:
+        trainable.append("bn1")
+    for name, parameter in body.named_parameters():
+        if not any(name.startswith(layer) for layer in trainable):
+            parameter.requires_grad_(False)
+    channels = 128
+    backbone = BackboneWithFPN(
+        body,
+        {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"},
+        [64, 128, 256, 512],
+        channels,
+        extra_blocks=LastLevelMaxPool(),
+    )
+    anchors = AnchorGenerator(((16,), (32,), (64,), (128,), (256,)), ((0.5, 1.0, 2.0),) * 5)
+    return MaskRCNN(
+        backbone,
+        num_classes=None,
+        rpn_anchor_generator=anchors,
+        rpn_head=RPNHead(channels, 3),
+        box_head=TwoMLPHead(channels * 7 * 7, 256),
+        box_predictor=FastRCNNPredictor(256, config.num_classes + 1),
+        mask_head=MaskRCNNHeads(
+            channels, [channels] * 2, 1, norm_layer=None if config.pretrained_backbone else _group_norm
+        ),
+        mask_predictor=MaskRCNNPredictor(channels, channels, config.num_classes + 1),
+        box_batch_size_per_image=256,
+    )
+
+
+# Architecture name -> builder. Explicit, so an unknown name gets the list of valid ones.
+ARCHITECTURES: dict[str, Callable[[ModelConfig], MaskRCNN]] = {
+    "maskrcnn_resnet50_fpn": _resnet50_fpn,
+    "maskrcnn_resnet50_fpn_v2": _resnet50_fpn_v2,
+    "maskrcnn_resnet18_fpn": _resnet18_fpn,
+}
+
+
+def check_arch(arch: str) -> None:
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHITECTURES)}")
+
+
+def build_model(config: ModelConfig) -> MaskRCNN:
+    """A freshly initialised Mask R-CNN for ``config.num_classes`` + 1 (background) classes.
+
+    Box predictor: ``cls_score`` K+1 outputs, ``bbox_pred`` 4(K+1); mask predictor ``mask_fcn_logits``
+    K+1 channels. Uses torch's global RNG for initialisation (seed it for reproducible runs).
+    """
+    check_arch(config.arch)
+    model = ARCHITECTURES[config.arch](config)
+    model.transform.min_size = (config.image_size,)
+    model.transform.max_size = config.image_size
+    model.roi_heads.score_thresh = config.score_threshold
+    model.roi_heads.nms_thresh = config.nms_threshold
+    model.roi_heads.detections_per_img = config.detections_per_image
+    return model
+
+
+def compute_losses(
+    model: MaskRCNN, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]
+) -> dict[str, torch.Tensor]:
+    """The five scalar losses of :data:`LOSS_NAMES`; puts the model in train mode (BatchNorm updates)."""
+    model.train()
+    return model(images, targets)
+
+
+def predict(model: MaskRCNN, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    """torchvision's detections per image (``boxes`` xyxy, ``labels``, ``scores``, ``masks`` float
+    ``(N, 1, H, W)`` probabilities) for float ``(3, H, W)`` images in [0, 1]; eval mode, no gradients."""
+    model.eval()
+    with torch.no_grad():
+        return model(images)
+
+
+@contextlib.contextmanager
+def frozen_statistics(model: nn.Module) -> Iterator[None]:
+    """Train mode (so the model returns losses) with BatchNorm and Dropout in eval mode, for validation
+    losses that neither update running statistics nor depend on dropout; restores the modes on exit."""
+    modes = {m: m.training for m in model.modules()}
+    model.train()
+    for module in model.modules():
+        if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.Dropout)):
+            module.eval()
+    try:
+        yield
+    finally:
+        for module, mode in modes.items():
+            module.training = mode
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def predict_batch(model: MaskRCNN, images: list[np.ndarray], mask_threshold: float = 0.5) -> list[Instances]:
+    """Instances predicted on RGB uint8 ``(H, W, 3)`` images, at each image's size.
+
+    Returns per image: ``boxes`` float32 ``(N, 4)`` xyxy pixels, ``labels`` int64 1..K, ``masks`` bool
+    ``(N, H, W)`` (probability >= ``mask_threshold``), ``scores`` float32, sorted by decreasing score.
+    Thresholds on scores, NMS and the detection count are the model's (``ModelConfig``).
+    """
+    device = model_device(model)
+    tensors = []
+    for image in images:
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected RGB uint8 images (H, W, 3), got {image.dtype} {image.shape}")
+        tensors.append(
+            torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).to(device).float() / 255
+        )
+    results = []
+    for image, output in zip(images, predict(model, tensors), strict=True):
+        masks = (output["masks"][:, 0] >= mask_threshold).cpu().numpy()  # (N, H, W)
+        masks = masks.reshape(-1, *image.shape[:2])
+        results.append(
+            Instances(
+                output["boxes"].cpu().numpy(),
+                output["labels"].cpu().numpy(),
+                masks,
+                output["scores"].cpu().numpy(),
+            )
+        )
+    return results

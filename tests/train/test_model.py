@@ -1,0 +1,164 @@
+"""Architectures on CPU with tiny inputs, no downloaded weights; COCO weights from a stand-in cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from instaseg.cli.train import ARCH_NAMES
+from instaseg.train.config import ModelConfig
+from instaseg.train.model import (
+    ARCHITECTURES,
+    LOSS_NAMES,
+    build_model,
+    check_arch,
+    compute_losses,
+    frozen_statistics,
+    predict_batch,
+)
+from instaseg.train.weights import WeightsError, apply_weights, coco_cache_path
+
+K = 2
+
+
+def tiny_batch(empty_second: bool = False):
+    """Two 96x128 images; the first with two objects, the second with one (or none)."""
+    torch.manual_seed(0)
+    images = [torch.rand(3, 96, 128), torch.rand(3, 96, 128)]
+    targets = []
+    for boxes in ([(10, 10, 50, 60), (60, 20, 120, 90)], [] if empty_second else [(5, 30, 40, 80)]):
+        masks = torch.zeros(len(boxes), 96, 128, dtype=torch.uint8)
+        for i, (x0, y0, x1, y1) in enumerate(boxes):
+            masks[i, y0:y1, x0:x1] = 1
+        targets.append(
+            {
+                "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                "labels": torch.arange(1, len(boxes) + 1, dtype=torch.int64).clamp(max=K),
+                "masks": masks,
+            }
+        )
+    return images, targets
+
+
+def test_cli_lists_every_architecture():
+    assert tuple(ARCHITECTURES) == ARCH_NAMES
+    with pytest.raises(ValueError, match="valid: maskrcnn_resnet50_fpn, maskrcnn_resnet50_fpn_v2"):
+        check_arch("yolo")
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_forward_backward_and_predictors(arch):
+    model = build_model(ModelConfig(arch=arch, num_classes=K, image_size=128, pretrained_backbone=False))
+    assert model.roi_heads.box_predictor.cls_score.out_features == K + 1
+    assert model.roi_heads.box_predictor.bbox_pred.out_features == 4 * (K + 1)
+    assert model.roi_heads.mask_predictor.mask_fcn_logits.out_channels == K + 1
+    assert model.transform.min_size == (128,) and model.transform.max_size == 128
+    losses = compute_losses(model, *tiny_batch(empty_second=True))  # the second image is a negative
+    assert set(losses) == set(LOSS_NAMES)
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    grads = [p.grad for p in model.roi_heads.mask_predictor.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_negative_only_batch_and_prediction():
+    model = build_model(
+        ModelConfig(
+            arch="maskrcnn_resnet18_fpn",
+            num_classes=K,
+            image_size=128,
+            pretrained_backbone=False,
+            score_threshold=0.0,
+        )
+    )
+    images, _ = tiny_batch()
+    empty = {
+        "boxes": torch.zeros(0, 4),
+        "labels": torch.zeros(0, dtype=torch.int64),
+        "masks": torch.zeros(0, 96, 128, dtype=torch.uint8),
+    }
+    losses = compute_losses(model, images, [empty, empty])
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert losses["loss_mask"].item() == 0.0 and losses["loss_box_reg"].item() == 0.0
+    rgb = [np.zeros((150, 200, 3), np.uint8), np.full((60, 40, 3), 200, np.uint8)]
+    predictions = predict_batch(model, rgb)
+    for image, instances in zip(rgb, predictions, strict=True):
+        assert instances.masks.shape == (len(instances), *image.shape[:2]) and instances.masks.dtype == bool
+        assert instances.scores is not None and len(instances.scores) == len(instances)
+        assert len(instances) <= 100
+        if len(instances):
+            assert instances.labels.min() >= 1 and instances.labels.max() <= K
+    assert not model.training
+
+
+def test_validation_mode_leaves_batchnorm_statistics_alone():
+    model = build_model(
+        ModelConfig(arch="maskrcnn_resnet50_fpn", num_classes=K, image_size=128, pretrained_backbone=False)
+    )  # from scratch: trainable BatchNorm
+    bn = model.backbone.body.bn1
+    assert isinstance(bn, torch.nn.BatchNorm2d)
+    before = bn.running_mean.clone()
+    with torch.no_grad(), frozen_statistics(model):
+        losses = model(*tiny_batch())
+    assert set(losses) == set(LOSS_NAMES)  # train-mode output...
+    torch.testing.assert_close(bn.running_mean, before)  # ...without updating BatchNorm
+    assert model.training and bn.training  # modes restored
+
+
+@pytest.mark.parametrize("arch", ["maskrcnn_resnet50_fpn"])
+def test_coco_weights_from_stand_in_cache(tmp_path, monkeypatch, arch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    path = coco_cache_path(arch)
+    assert path.name == "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth"
+    assert path.parent == tmp_path / "hub" / "checkpoints"
+    with pytest.raises(WeightsError, match=r"maskrcnn_resnet50_fpn_coco-bf2d0c1e\.pth.*--weights none"):
+        apply_weights(
+            build_model(ModelConfig(arch=arch, num_classes=K)), arch, "coco", ("a", "b"), download=False
+        )
+
+    torch.manual_seed(1)
+    coco = torchvision.models.detection.maskrcnn_resnet50_fpn(
+        weights=None, weights_backbone=None, num_classes=91
+    )
+    # the published file comes from a FrozenBatchNorm model: no num_batches_tracked buffers
+    stand_in = {k: v for k, v in coco.state_dict().items() if not k.endswith("num_batches_tracked")}
+    path.parent.mkdir(parents=True)
+    torch.save(stand_in, path)
+
+    torch.manual_seed(2)
+    model = build_model(ModelConfig(arch=arch, num_classes=K, pretrained_backbone=True))
+    fresh_conv5 = model.roi_heads.mask_predictor.conv5_mask.weight.clone()
+    apply_weights(model, arch, "coco", ("a", "b"), download=False)
+    state = model.state_dict()
+    for name in (
+        "backbone.body.conv1.weight",
+        "backbone.body.layer4.2.conv3.weight",
+        "backbone.fpn.layer_blocks.0.0.weight",
+        "rpn.head.conv.0.0.weight",
+        "roi_heads.box_head.fc7.weight",
+        "roi_heads.mask_head.0.0.weight",
+        "backbone.body.bn1.running_var",
+    ):
+        torch.testing.assert_close(state[name], stand_in[name], msg=name)
+    # new heads: K+1 outputs, freshly initialised (not the 91-class stand-in's, not loaded from it)
+    assert state["roi_heads.box_predictor.cls_score.weight"].shape == (K + 1, 1024)
+    assert state["roi_heads.mask_predictor.mask_fcn_logits.weight"].shape[0] == K + 1
+    assert stand_in["roi_heads.box_predictor.cls_score.weight"].shape[0] == 91
+    torch.testing.assert_close(state["roi_heads.mask_predictor.conv5_mask.weight"], fresh_conv5)
+    assert not torch.equal(
+        state["roi_heads.mask_predictor.conv5_mask.weight"],
+        stand_in["roi_heads.mask_predictor.conv5_mask.weight"],
+    )
+    # frozen layers: conv1 and layer1 do not train with the default 3 trainable layers
+    assert (
+        not model.backbone.body.conv1.weight.requires_grad
+        and model.backbone.body.layer4[0].conv1.weight.requires_grad
+    )
+
+
+def test_light_arch_has_no_coco_weights():
+    model = build_model(ModelConfig(arch="maskrcnn_resnet18_fpn", num_classes=1, pretrained_backbone=False))
+    with pytest.raises(WeightsError, match="--weights none"):
+        apply_weights(model, "maskrcnn_resnet18_fpn", "coco", ("a",), download=False)
