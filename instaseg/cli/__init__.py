@@ -20,6 +20,11 @@ COMMANDS: dict[str, str] = {
     "upload": "upload",
     "train": "train",
     "evaluate": "evaluate",
+    "predict": "predict",
+    "export": "export",
+    "serve": "serve",
+    "label-studio-backend": "label_studio_backend",
+    "pull-label-studio": "pull_label_studio",
     "demo": "demo",
 }
 

@@ -1,0 +1,243 @@
+"""``instaseg predict``: run a trained model over images, folders, globs or buckets and write masked outputs."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+HELP = "Predict instances on images, folders, globs or bucket URLs; write overlays, masks and JSON."
+
+SAVE_KINDS = (
+    "overlay",
+    "binary",
+    "instance-masks",
+    "rgb",
+    "ids",
+    "json",
+    "label-studio",
+)  # = outputs.SAVE_KINDS
+# PIL modes decoded without conversion; others are converted (reported as a note, not a failure).
+_PLAIN_MODES = ("RGB", "RGBA")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "checkpoint", metavar="CHECKPOINT", help="instaseg checkpoint (.pt) or ONNX export (.onnx)"
+    )
+    parser.add_argument(
+        "inputs",
+        metavar="INPUT",
+        nargs="+",
+        help="image file, folder (recursive), glob ('photos/*.jpg', quoted) or bucket URL",
+    )
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (path or bucket URL)")
+    parser.add_argument(
+        "--save",
+        default="overlay,json",
+        metavar="KINDS",
+        help=f"comma-separated outputs: {', '.join(SAVE_KINDS)}",
+    )
+    parser.add_argument("--score-threshold", type=float, default=0.5, help="minimum score of a kept instance")
+    parser.add_argument(
+        "--mask-threshold",
+        type=float,
+        default=None,
+        help="mask probability that counts as object (default: the checkpoint's, 0.5)",
+    )
+    parser.add_argument(
+        "--classes", default=None, metavar="NAMES", help="comma-separated class names to keep"
+    )
+    parser.add_argument(
+        "--max-detections",
+        type=int,
+        default=None,
+        help="most instances per image (default: the checkpoint's)",
+    )
+    parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (torch engine)")
+    parser.add_argument(
+        "--engine",
+        default=None,
+        choices=["torch", "onnx"],
+        help="torch (a .pt checkpoint) or onnx (ONNX Runtime; default for a .onnx file)",
+    )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="longest side the model sees (default: the training size)",
+    )
+    parser.add_argument(
+        "--proposals",
+        type=int,
+        default=None,
+        help="RPN proposals kept at test time (default 300; torchvision's is 1000)",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    parser.add_argument(
+        "--resume", action="store_true", help="skip images whose outputs already exist in --out"
+    )
+    ls = parser.add_argument_group("label-studio output")
+    ls.add_argument("--ls-brush", action="store_true", help="brush RLE masks instead of polygons")
+    ls.add_argument("--ls-from-name", default="label", help="name of the labels tag in the labeling config")
+    ls.add_argument("--ls-to-name", default="image", help="name of the Image tag in the labeling config")
+    ls.add_argument(
+        "--ls-image-prefix",
+        default=None,
+        metavar="URL",
+        help="task image = this prefix + the image's relative name (default: its location)",
+    )
+
+
+def _parse_save(value: str) -> list[str]:
+    from . import UsageError
+
+    kinds = [k.strip() for k in value.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in SAVE_KINDS]
+    if unknown or not kinds:
+        raise UsageError(
+            f"--save: unknown output(s) {', '.join(unknown) or '(none)'}; valid: {', '.join(SAVE_KINDS)}"
+        )
+    return kinds
+
+
+def _load(location: str):
+    """``(pixels RGB uint8 (H, W, 3), note or None)``; ``ImageError`` when unreadable or undecodable."""
+    from PIL import Image
+
+    from .. import storage
+    from ..images import ImageError, decode_image
+
+    try:
+        data = storage.read_bytes(location)
+    except Exception as e:  # missing file, unreachable host or bucket, permission
+        raise ImageError(f"{location}: cannot read ({type(e).__name__}: {e})") from None
+    pixels = decode_image(data, location)
+    with Image.open(io.BytesIO(data)) as img:
+        mode = img.mode
+    note = None if mode in _PLAIN_MODES else f"{mode} image converted to 8-bit RGB"
+    return pixels, note
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from ..images import ImageError
+    from ..predict.inputs import expand_inputs
+    from ..predict.outputs import LabelStudioOptions, OutputWriter
+    from ..predict.predictor import DEFAULT_PROPOSALS, Predictor
+    from . import UsageError
+
+    kinds = _parse_save(args.save)
+    if args.batch_size < 1:
+        raise UsageError("--batch-size must be >= 1")
+    threads = args.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    predictor = _make_predictor(Predictor, args, DEFAULT_PROPOSALS, threads)
+    label_studio = LabelStudioOptions(
+        brush=args.ls_brush,
+        from_name=args.ls_from_name,
+        to_name=args.ls_to_name,
+        image_prefix=args.ls_image_prefix,
+        model_version=os.path.basename(args.checkpoint),
+    )
+    writer = OutputWriter(args.out, kinds, predictor.class_map, label_studio)
+
+    images, problems = expand_inputs(args.inputs)
+    failures = list(problems)
+    todo = [im for im in images if not (args.resume and writer.is_done(im))]
+    skipped = len(images) - len(todo)
+    if skipped:
+        print(f"resume: {skipped} of {len(images)} images already done in {args.out}", file=sys.stderr)
+
+    done = instances_total = 0
+    notes: list[str] = []
+    start = time.perf_counter()
+    bar = tqdm(total=len(todo), unit="img", desc="predicting", file=sys.stderr, disable=None)
+    # Decode the next images in a background thread while the model runs (PIL and OpenCV release the GIL).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        loads = [pool.submit(_load, im.location) for im in todo[: args.batch_size * 2]]
+        for first in range(0, len(todo), args.batch_size):
+            batch = todo[first : first + args.batch_size]
+            ahead = todo[len(loads) : len(loads) + args.batch_size]
+            loads.extend(pool.submit(_load, im.location) for im in ahead)
+            ready = []
+            for k, image in enumerate(batch):
+                try:
+                    pixels, note = loads[first + k].result()
+                    loads[first + k] = None  # free the pixels once used
+                    ready.append((image, pixels))
+                    if note:
+                        notes.append(f"{image.location}: {note}")
+                except ImageError as e:
+                    failures.append((image.location, str(e)))
+                    bar.write(f"failed: {e}", file=sys.stderr)
+            try:
+                predictions = predictor.predict_arrays([p for _, p in ready]) if ready else []
+            except (RuntimeError, ValueError) as e:  # e.g. out of memory on one batch: report, go on
+                for image, _ in ready:
+                    failures.append((image.location, f"prediction failed: {e}"))
+                predictions, ready = [], []
+            for (image, pixels), instances in zip(ready, predictions, strict=True):
+                try:
+                    writer.write(image, pixels, instances)
+                    done += 1
+                    instances_total += len(instances)
+                except (OSError, ValueError) as e:
+                    failures.append((image.location, f"cannot write outputs: {e}"))
+                    bar.write(f"failed: {image.location}: cannot write outputs: {e}", file=sys.stderr)
+            bar.update(len(batch))
+            bar.set_postfix(ok=done, failed=len(failures))
+    bar.close()
+    written = writer.finish(images)
+    elapsed = time.perf_counter() - start
+    _summary(done, skipped, failures, notes, instances_total, elapsed, args.out, written)
+    return 1 if failures else 0
+
+
+def _make_predictor(predictor_type, args, default_proposals: int, threads: int):
+    from ..train.checkpoint import CheckpointError
+    from . import UsageError
+
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    try:
+        return predictor_type(
+            args.checkpoint,
+            device=args.device,
+            score_threshold=args.score_threshold,
+            mask_threshold=args.mask_threshold,
+            max_detections=args.max_detections,
+            image_size=args.image_size,
+            classes=classes,
+            proposals=args.proposals or default_proposals,
+            engine=args.engine,
+            threads=threads,
+        )
+    except (KeyError, ValueError) as e:
+        raise UsageError(str(e).strip("'\"")) from None
+    except CheckpointError as e:  # not found, corrupt, another format
+        raise UsageError(str(e)) from None
+
+
+def _summary(done, skipped, failures, notes, instances_total, elapsed, out, written) -> None:
+    rate = f", {elapsed / done:.2f} s/image" if done else ""
+    print(
+        f"predicted {done} image(s), {instances_total} instance(s){rate}; "
+        f"{skipped} skipped (already done), {len(failures)} failed; outputs in {out}"
+    )
+    for kind, location in written.items():
+        print(f"  {kind}: {location}")
+    for note in notes:
+        print(f"  note: {note}")
+    if failures:
+        print(f"{len(failures)} failure(s):", file=sys.stderr)
+        for location, message in failures:
+            print(
+                f"  {message}" if message.startswith(location) else f"  {location}: {message}",
+                file=sys.stderr,
+            )

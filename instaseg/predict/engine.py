@@ -1,0 +1,187 @@
+"""The model's forward pass without torchvision's pre- and post-processing, and box-local mask pasting.
+
+torchvision's ``model([image])`` resizes the float image, runs the network, then pastes every 28x28 mask
+into a full-size float ``(N, 1, H, W)`` tensor: on a 12-megapixel photo with 100 detections that alone is
+4.8 GB. Here the caller resizes the uint8 image once, the network returns detections at the network's
+input size with 28x28 mask probabilities (:class:`RawDetections`), and :func:`paste_masks` maps each mask
+back to the original image inside its own box only (the same arithmetic as torchvision's
+``paste_masks_in_image``, so the pixels agree).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.detection.image_list import ImageList
+
+# ImageNet statistics that torchvision's GeneralizedRCNNTransform normalises with.
+IMAGE_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGE_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+SIZE_DIVISIBLE = 32
+
+
+@dataclass
+class RawDetections:
+    """The network's detections for one image, in the pixels of the network's (resized) input.
+
+    Attributes:
+        boxes: ``(N, 4)`` float32 xyxy at the resized image's size.
+        labels: ``(N,)`` int64 1..K.
+        scores: ``(N,)`` float32, decreasing.
+        mask_probs: ``(N, M, M)`` float32 mask probabilities over each box (M = 28 for torchvision).
+    """
+
+    boxes: torch.Tensor
+    labels: torch.Tensor
+    scores: torch.Tensor
+    mask_probs: torch.Tensor
+
+
+class DetectorCore(nn.Module):
+    """backbone -> RPN -> ROI heads of a torchvision Mask R-CNN, on one normalised image.
+
+    ``forward(image)`` takes a float32 ``(1, 3, h, w)`` image already resized and normalised (ImageNet
+    mean/std), pads it to a multiple of 32 and returns ``boxes (N, 4)``, ``labels (N,)``, ``scores (N,)``
+    and ``mask_probs (N, 1, M, M)`` at the ``h x w`` input's pixels. Used for ONNX export.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.backbone, self.rpn, self.roi_heads = model.backbone, model.rpn, model.roi_heads
+
+    def forward(self, image: torch.Tensor):
+        height, width = image.shape[-2], image.shape[-1]
+        pad_h = (SIZE_DIVISIBLE - height % SIZE_DIVISIBLE) % SIZE_DIVISIBLE
+        pad_w = (SIZE_DIVISIBLE - width % SIZE_DIVISIBLE) % SIZE_DIVISIBLE
+        padded = F.pad(image, (0, pad_w, 0, pad_h))
+        images = ImageList(padded, [(height, width)])
+        features = self.backbone(padded)
+        proposals, _ = self.rpn(images, features)
+        detections, _ = self.roi_heads(features, proposals, images.image_sizes)
+        d = detections[0]
+        return d["boxes"], d["labels"], d["scores"], d["masks"]
+
+
+class TorchEngine:
+    """Runs a torchvision Mask R-CNN on batches of prepared images (see :meth:`detect`).
+
+    Args:
+        model: an eval-mode ``MaskRCNN`` owned by this engine (its test-time settings are changed by
+            :meth:`configure`; pass a model nobody else uses).
+        channels_last: store activations as NHWC, which oneDNN convolutions on CPUs run faster.
+    """
+
+    def __init__(self, model: nn.Module, channels_last: bool = True):
+        self.model = model.eval()
+        self.device = next(model.parameters()).device
+        self.channels_last = channels_last
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    def configure(self, score_threshold: float, max_detections: int, proposals: int | None) -> None:
+        """Set the ROI heads' score threshold and detection count, and the RPN's test-time proposals."""
+        heads, rpn = self.model.roi_heads, self.model.rpn
+        heads.score_thresh = float(score_threshold)
+        heads.detections_per_img = int(max_detections)
+        if proposals is not None:
+            rpn._pre_nms_top_n["testing"] = int(proposals)
+            rpn._post_nms_top_n["testing"] = int(proposals)
+
+    def detect(self, images: list[np.ndarray]) -> list[RawDetections]:
+        """Detections for float32 ``(3, h, w)`` normalised images (one forward pass for all of them)."""
+        sizes = [(int(im.shape[1]), int(im.shape[2])) for im in images]
+        max_h = -(-max(h for h, _ in sizes) // SIZE_DIVISIBLE) * SIZE_DIVISIBLE
+        max_w = -(-max(w for _, w in sizes) // SIZE_DIVISIBLE) * SIZE_DIVISIBLE
+        batch = torch.zeros((len(images), 3, max_h, max_w), dtype=torch.float32)  # (B, 3, H32, W32)
+        for i, im in enumerate(images):
+            batch[i, :, : im.shape[1], : im.shape[2]] = torch.from_numpy(im)
+        batch = batch.to(self.device)
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            features = self.model.backbone(batch)
+            image_list = ImageList(batch, sizes)
+            proposals, _ = self.model.rpn(image_list, features)
+            detections, _ = self.model.roi_heads(features, proposals, sizes)
+        return [
+            RawDetections(
+                d["boxes"].float().cpu(),
+                d["labels"].cpu(),
+                d["scores"].float().cpu(),
+                d["masks"][:, 0].float().cpu(),
+            )
+            for d in detections
+        ]
+
+
+def prepare_image(image: np.ndarray, image_size: int, resize: str) -> np.ndarray:
+    """Resize an RGB uint8 ``(H, W, 3)`` image as training did and normalise it: float32 ``(3, h, w)``.
+
+    ``"keep"``: longest side = ``image_size`` (``h = floor(H * s)``, ``w = floor(W * s)``,
+    ``s = image_size / max(H, W)``, torchvision's rounding); ``"square"``: ``image_size x image_size``.
+    Bilinear resampling with OpenCV, as the training pipeline (albumentations) resizes.
+    """
+    import cv2
+
+    height, width = image.shape[:2]
+    if resize == "square":
+        new_h = new_w = image_size
+    else:
+        scale = image_size / max(height, width)
+        new_h, new_w = max(1, int(height * scale)), max(1, int(width * scale))
+    if (new_h, new_w) != (height, width):
+        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    x = image.astype(np.float32)
+    x *= 1.0 / (255.0 * IMAGE_STD)
+    x -= IMAGE_MEAN / IMAGE_STD
+    return np.ascontiguousarray(x.transpose(2, 0, 1))  # (3, h, w)
+
+
+def scale_boxes(boxes: torch.Tensor, resized: tuple[int, int], original: tuple[int, int]) -> torch.Tensor:
+    """Boxes ``(N, 4)`` xyxy from the resized image's pixels to the original's (torchvision's arithmetic)."""
+    ratio_h = torch.tensor(original[0], dtype=torch.float32) / torch.tensor(resized[0], dtype=torch.float32)
+    ratio_w = torch.tensor(original[1], dtype=torch.float32) / torch.tensor(resized[1], dtype=torch.float32)
+    x0, y0, x1, y1 = boxes.unbind(1)
+    return torch.stack((x0 * ratio_w, y0 * ratio_h, x1 * ratio_w, y1 * ratio_h), dim=1)
+
+
+def paste_masks(
+    mask_probs: torch.Tensor, boxes: torch.Tensor, height: int, width: int, threshold: float
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Map ``(N, M, M)`` mask probabilities over boxes ``(N, 4)`` (original pixels) onto the image, per box.
+
+    Each mask is padded by one pixel, its box grown by ``(M + 2) / M`` and truncated to integers, the mask
+    resized bilinearly to the box and thresholded (``>= threshold``): torchvision's ``paste_masks_in_image``
+    followed by a threshold, without the full-size canvas.
+
+    Returns:
+        ``(crops, origins)``: N bool arrays ``(h_i, w_i)`` (the part of each grown box inside the image) and
+        ``(N, 2)`` int64 ``(y0, x0)`` of each crop.
+    """
+    n, m = mask_probs.shape[0], mask_probs.shape[-1]
+    padded = F.pad(mask_probs, (1, 1, 1, 1))  # (N, M+2, M+2)
+    scale = (m + 2) / m
+    half_w = (boxes[:, 2] - boxes[:, 0]) * 0.5 * scale
+    half_h = (boxes[:, 3] - boxes[:, 1]) * 0.5 * scale
+    center_x = (boxes[:, 2] + boxes[:, 0]) * 0.5
+    center_y = (boxes[:, 3] + boxes[:, 1]) * 0.5
+    grown = torch.stack((center_x - half_w, center_y - half_h, center_x + half_w, center_y + half_h), 1)
+    grown = grown.to(torch.int64).tolist()  # truncation toward zero, as torchvision
+    crops, origins = [], np.zeros((n, 2), dtype=np.int64)
+    for i, (x0, y0, x1, y1) in enumerate(grown):
+        w, h = max(x1 - x0 + 1, 1), max(y1 - y0 + 1, 1)
+        ya, yb = max(y0, 0), min(y1 + 1, height)
+        xa, xb = max(x0, 0), min(x1 + 1, width)
+        if ya >= yb or xa >= xb:
+            crops.append(np.zeros((0, 0), dtype=bool))
+            continue
+        resized = F.interpolate(padded[i][None, None], size=(h, w), mode="bilinear", align_corners=False)[
+            0, 0
+        ]
+        crops.append((resized[ya - y0 : yb - y0, xa - x0 : xb - x0] >= threshold).numpy())
+        origins[i] = (ya, xa)
+    return crops, origins

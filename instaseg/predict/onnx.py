@@ -1,0 +1,228 @@
+"""ONNX export of a checkpoint, the ONNX Runtime engine of :class:`~instaseg.predict.Predictor`, parity check.
+
+The exported graph is :class:`~instaseg.predict.engine.DetectorCore` (backbone, RPN, ROI heads): input
+``image`` float32 ``(1, 3, h, w)`` resized and normalised (any ``h``, ``w``), outputs ``boxes (N, 4)``,
+``labels (N,)``, ``scores (N,)`` and ``mask_probs (N, 1, 28, 28)`` in the input's pixels. Resizing,
+normalisation and mask pasting stay in Python (:mod:`.engine`), shared with the torch engine, so both
+engines give the same pixels. The file's metadata holds the class names, the model config, the input
+size and the test-time settings baked into the graph (score threshold, detections, proposals).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..core import ClassMap
+from ..train.config import ModelConfig
+from .engine import DetectorCore, RawDetections, prepare_image
+
+OPSET = 17
+
+
+class OnnxModelError(ValueError):
+    """An ``.onnx`` file that is not an instaseg export, or settings it cannot honour."""
+
+
+def export_onnx(
+    checkpoint: str | Path, out: str | Path, proposals: int | None = None, opset: int = OPSET
+) -> Path:
+    """Export a checkpoint's model to ``out`` (ONNX, one file) with its metadata; returns ``out``.
+
+    ``proposals`` (default the Predictor's default) and the checkpoint's score threshold and detections per
+    image are fixed in the graph; a Predictor on the file can raise the threshold and lower the count only.
+    """
+    import onnx
+
+    from ..train.checkpoint import load_checkpoint
+    from .predictor import DEFAULT_PROPOSALS
+
+    proposals = DEFAULT_PROPOSALS if proposals is None else int(proposals)
+    model, class_map, config = load_checkpoint(checkpoint, device="cpu")
+    rpn = model.rpn
+    rpn._pre_nms_top_n["testing"] = rpn._post_nms_top_n["testing"] = proposals
+    core = DetectorCore(model).eval()
+    # Trace on a real-looking size (not square) so no size is mistaken for a constant.
+    sample = np.random.default_rng(0).integers(
+        0, 255, (config.image_size * 3 // 4, config.image_size, 3), np.uint8
+    )
+    image = torch.from_numpy(prepare_image(sample, config.image_size, config.resize))[None]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    per_detection = {0: "detections"}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the tracer's warnings about torchvision's ONNX branches
+        torch.onnx.export(
+            core,
+            (image,),
+            str(out),
+            dynamo=False,
+            opset_version=opset,
+            input_names=["image"],
+            output_names=["boxes", "labels", "scores", "mask_probs"],
+            dynamic_axes={
+                "image": {2: "height", 3: "width"},
+                "boxes": per_detection,
+                "labels": per_detection,
+                "scores": per_detection,
+                "mask_probs": per_detection,
+            },
+        )
+    graph = onnx.load(str(out))
+    metadata = {
+        "instaseg_class_names": json.dumps(list(class_map.names)),
+        "instaseg_model_config": json.dumps(config.to_dict()),
+        "instaseg_image_size": str(config.image_size),
+        "instaseg_resize": config.resize,
+        "instaseg_score_threshold": str(config.score_threshold),
+        "instaseg_mask_threshold": str(config.mask_threshold),
+        "instaseg_detections_per_image": str(config.detections_per_image),
+        "instaseg_proposals": str(proposals),
+    }
+    for key, value in metadata.items():
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(graph, str(out))
+    return out
+
+
+class OnnxEngine:
+    """Runs an exported model with ONNX Runtime on the CPU (the engine interface of :class:`TorchEngine`)."""
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        import onnxruntime as ort
+
+        if not Path(path).is_file():
+            raise OnnxModelError(f"ONNX model {path} not found")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as e:
+            raise OnnxModelError(f"{path} is not a loadable ONNX model ({str(e).splitlines()[0]})") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if "instaseg_class_names" not in meta:
+            raise OnnxModelError(f"{path} was not exported by `instaseg export` (no instaseg metadata)")
+        self.class_map = ClassMap(tuple(json.loads(meta["instaseg_class_names"])))
+        self.model_config = ModelConfig.from_dict(json.loads(meta["instaseg_model_config"]))
+        self.proposals = int(meta["instaseg_proposals"])
+        self.path = str(path)
+
+    def configure(self, score_threshold: float, max_detections: int, proposals: int | None) -> None:
+        """Check that the graph's fixed settings allow these (the Predictor filters the rest)."""
+        config = self.model_config
+        if score_threshold < config.score_threshold:
+            raise OnnxModelError(
+                f"{self.path} keeps scores >= {config.score_threshold} only; a score threshold "
+                f"of {score_threshold} needs a checkpoint or an export with a lower threshold"
+            )
+        if max_detections > config.detections_per_image:
+            raise OnnxModelError(
+                f"{self.path} returns at most {config.detections_per_image} detections per image;"
+                f" {max_detections} were asked for"
+            )
+        if proposals is not None and proposals != self.proposals:
+            warnings.warn(
+                f"{self.path} was exported with {self.proposals} proposals; {proposals} ignored", stacklevel=2
+            )
+
+    def detect(self, images: list[np.ndarray]) -> list[RawDetections]:
+        """Detections for float32 ``(3, h, w)`` normalised images, one session run per image."""
+        results = []
+        for image in images:
+            boxes, labels, scores, masks = self.session.run(None, {"image": image[None]})
+            results.append(
+                RawDetections(
+                    torch.from_numpy(boxes),
+                    torch.from_numpy(labels).long(),
+                    torch.from_numpy(scores),
+                    torch.from_numpy(masks[:, 0]),
+                )
+            )
+        return results
+
+
+@dataclass
+class ParityReport:
+    """Torch model vs ONNX Runtime on the same images, instances matched by label and box IoU.
+
+    Attributes:
+        images: images compared. detections: torch detections in total.
+        count_mismatches: images where the two engines found a different number of instances.
+        min_box_iou, min_mask_iou: worst IoU of matched boxes / masks (1.0 when there are none).
+        max_score_difference: largest absolute score difference of matched instances.
+    """
+
+    images: int
+    detections: int
+    count_mismatches: int
+    min_box_iou: float
+    min_mask_iou: float
+    max_score_difference: float
+
+    @property
+    def passed(self) -> bool:
+        """Same counts, boxes IoU >= 0.99, masks IoU >= 0.98, scores within 1e-3."""
+        return (
+            self.count_mismatches == 0
+            and self.min_box_iou >= 0.99
+            and self.min_mask_iou >= 0.98
+            and self.max_score_difference <= 1e-3
+        )
+
+
+def _box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return float(w * h / union) if union > 0 else 1.0
+
+
+def _match(a, b) -> list[tuple[int, int]]:
+    """Pairs ``(i, j)``: each instance of ``a`` in score order with the unmatched instance of ``b`` of the same
+    label and highest box IoU (the order of near-equal scores may differ between engines)."""
+    pairs, free = [], set(range(len(b)))
+    for i in range(len(a)):
+        candidates = [j for j in free if b.labels[j] == a.labels[i]]
+        if candidates:
+            j = max(candidates, key=lambda j: _box_iou(a.boxes[i], b.boxes[j]))
+            pairs.append((i, j))
+            free.discard(j)
+    return pairs
+
+
+def parity_check(checkpoint: str | Path, onnx_path: str | Path, images: list[np.ndarray]) -> ParityReport:
+    """Predict ``images`` (RGB uint8 ``(H, W, 3)``) with both engines at the export's settings and compare."""
+    from .predictor import Predictor
+
+    onnx_predictor = Predictor(onnx_path, engine="onnx")
+    torch_predictor = Predictor(
+        checkpoint,
+        device="cpu",
+        engine="torch",
+        proposals=onnx_predictor.engine.proposals,
+        channels_last=False,
+    )
+    count_mismatches = detections = 0
+    box_ious, mask_ious, score_differences = [1.0], [1.0], [0.0]
+    for image in images:
+        a = torch_predictor.predict_arrays([image])[0]
+        b = onnx_predictor.predict_arrays([image])[0]
+        detections += len(a)
+        if len(a) != len(b):
+            count_mismatches += 1
+        for i, j in _match(a, b):
+            box_ious.append(_box_iou(a.boxes[i], b.boxes[j]))
+            mask_a, mask_b = a.mask(i), b.mask(j)
+            union = np.logical_or(mask_a, mask_b).sum()
+            mask_ious.append(float(np.logical_and(mask_a, mask_b).sum() / union) if union else 1.0)
+            score_differences.append(abs(float(a.scores[i]) - float(b.scores[j])))
+    return ParityReport(
+        len(images), detections, count_mismatches, min(box_ious), min(mask_ious), max(score_differences)
+    )

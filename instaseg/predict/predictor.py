@@ -1,0 +1,155 @@
+""":class:`Predictor`: a checkpoint loaded once, images in, instances out in the image's own pixels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..core import Instances
+from ..images import load_image, pil_to_rgb
+from .crops import CroppedInstances
+from .engine import RawDetections, TorchEngine, paste_masks, prepare_image, scale_boxes
+
+ENGINES = ("torch", "onnx")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+# Proposals kept after the RPN's NMS at test time. torchvision keeps 1000; on the DSB nuclei sample
+# (<= ~100 objects per image) bench/predict_speed.py measured mask AP 14.85 at 300 vs 14.56 at 1000, with
+# the ROI heads' cost cut by the proposals not scored. Raise it (--proposals) for images with more objects.
+DEFAULT_PROPOSALS = 300
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` -> ``"cuda"`` when available, then ``"mps"``, else ``"cpu"``; others are checked."""
+    if device not in DEVICES and not device.startswith("cuda:"):
+        raise ValueError(f"unknown device {device!r}; valid: {', '.join(DEVICES)} (or cuda:N)")
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    return device
+
+
+def to_rgb(image) -> np.ndarray:
+    """RGB uint8 ``(H, W, 3)`` from a path/URL (EXIF applied), a PIL image (EXIF applied) or an array.
+
+    Arrays may be uint8 ``(H, W, 3)`` RGB, ``(H, W, 4)`` RGBA (alpha dropped) or ``(H, W)`` grayscale.
+    """
+    if isinstance(image, str | Path):
+        return load_image(str(image))
+    if isinstance(image, Image.Image):
+        return pil_to_rgb(image)
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        raise ValueError(f"image arrays must be uint8, got {array.dtype}; scale to 0..255 first")
+    if array.ndim == 2:
+        return np.repeat(array[:, :, None], 3, axis=2)
+    if array.ndim == 3 and array.shape[2] in (3, 4):
+        return np.ascontiguousarray(array[:, :, :3])
+    raise ValueError(f"image arrays must be (H, W), (H, W, 3) or (H, W, 4), got shape {array.shape}")
+
+
+class Predictor:
+    """Predicts instances with a trained checkpoint (``.pt``) or its ONNX export (``.onnx``).
+
+    Args:
+        model_path: an instaseg checkpoint, or with ``engine="onnx"`` an ``.onnx`` file from
+            ``instaseg export`` (``engine`` defaults to ``"onnx"`` for a ``.onnx`` path).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"`` (the torch engine; ONNX runs on the CPU).
+        score_threshold: keep detections with score >= this; default the checkpoint's.
+        mask_threshold: mask probability >= this is the object; default the checkpoint's (0.5).
+        max_detections: at most this many instances per image (highest scores); default the checkpoint's.
+        image_size: longest side the model sees; default the training size (a different size is allowed
+            but changes accuracy).
+        classes: keep only these class names (``ValueError`` listing the known ones for an unknown name).
+        proposals: RPN proposals kept at test time (default :data:`DEFAULT_PROPOSALS`; torchvision: 1000).
+        channels_last: NHWC activations for the torch engine (faster on CPUs with oneDNN).
+        threads: ONNX Runtime's intra-op threads (its session option; default: ONNX Runtime's choice).
+
+    Thread counts are left to the caller (``torch.set_num_threads``), as library code must not set them.
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        device: str = "auto",
+        score_threshold: float | None = None,
+        mask_threshold: float | None = None,
+        max_detections: int | None = None,
+        image_size: int | None = None,
+        classes: list[str] | None = None,
+        proposals: int | None = DEFAULT_PROPOSALS,
+        engine: str | None = None,
+        channels_last: bool = True,
+        threads: int | None = None,
+    ):
+        model_path = str(model_path)
+        engine = engine or ("onnx" if model_path.lower().endswith(".onnx") else "torch")
+        if engine not in ENGINES:
+            raise ValueError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
+        self.engine_name = engine
+        if engine == "onnx":
+            from .onnx import OnnxEngine
+
+            self.engine = OnnxEngine(model_path, threads=threads)
+            self.class_map, config = self.engine.class_map, self.engine.model_config
+        else:
+            from ..train.checkpoint import load_checkpoint
+
+            model, self.class_map, config = load_checkpoint(model_path, device=resolve_device(device))
+            self.engine = TorchEngine(model, channels_last=channels_last and resolve_device(device) == "cpu")
+        self.model_config = config
+        self.score_threshold = config.score_threshold if score_threshold is None else float(score_threshold)
+        self.mask_threshold = config.mask_threshold if mask_threshold is None else float(mask_threshold)
+        self.max_detections = config.detections_per_image if max_detections is None else int(max_detections)
+        self.image_size = config.image_size if image_size is None else int(image_size)
+        self.resize = config.resize
+        if not 0 <= self.score_threshold <= 1 or not 0 < self.mask_threshold < 1:
+            raise ValueError("score_threshold must be in [0, 1] and mask_threshold in (0, 1)")
+        if self.max_detections < 1 or self.image_size < 32:
+            raise ValueError("max_detections must be >= 1 and image_size >= 32")
+        self.labels = None if classes is None else np.array([self.class_map.label(c) for c in classes])
+        self.engine.configure(self.score_threshold, self.max_detections, proposals)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.class_map.names
+
+    def predict(self, image) -> Instances:
+        """Dense instances of one image (path/URL, PIL image or uint8 array) at its original size.
+
+        Masks are ``(N, H, W)`` bool (EXIF orientation applied, as the image is displayed); boxes xyxy
+        pixels; scores decreasing. For very large images prefer :meth:`predict_cropped`.
+        """
+        return self.predict_cropped(image).to_instances()
+
+    def predict_cropped(self, image) -> CroppedInstances:
+        """Like :meth:`predict`, with box-local masks (:class:`CroppedInstances`): memory ~ box areas."""
+        return self.predict_arrays([to_rgb(image)])[0]
+
+    def predict_arrays(self, images: list[np.ndarray]) -> list[CroppedInstances]:
+        """Predictions for RGB uint8 ``(H, W, 3)`` arrays, run as one batch by the engine."""
+        prepared = [prepare_image(im, self.image_size, self.resize) for im in images]
+        raw = self.engine.detect(prepared)
+        return [
+            self._finish(r, tuple(p.shape[1:]), im.shape[:2])
+            for r, p, im in zip(raw, prepared, images, strict=True)
+        ]
+
+    def _finish(
+        self, raw: RawDetections, resized: tuple[int, int], original: tuple[int, int]
+    ) -> CroppedInstances:
+        keep = raw.scores >= self.score_threshold
+        if self.labels is not None:
+            keep &= torch.from_numpy(np.isin(raw.labels.numpy(), self.labels))
+        index = torch.nonzero(keep).flatten()[: self.max_detections]
+        boxes = scale_boxes(raw.boxes[index], resized, original)
+        height, width = original
+        crops, origins = paste_masks(raw.mask_probs[index], boxes, height, width, self.mask_threshold)
+        return CroppedInstances(
+            boxes.numpy(), raw.labels[index].numpy(), raw.scores[index].numpy(), crops, origins, height, width
+        )
