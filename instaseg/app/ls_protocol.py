@@ -1,0 +1,173 @@
+"""Label Studio's side of the ML backend protocol, without any web framework: label configs and regions.
+
+- :func:`parse_label_config`: a project's XML label config -> :class:`LabelTarget` (the ``PolygonLabels``
+  or ``BrushLabels`` tag to fill: its ``from_name``, the ``Image`` tag it points at, the data key holding
+  the image URL, and its label values).
+- :func:`instances_to_regions`: predicted :class:`~instaseg.core.Instances` -> Label Studio result regions,
+  polygons in percent of the image size (``x / W * 100``) or brush RLE (:mod:`instaseg.formats.brush`).
+"""
+
+from __future__ import annotations
+
+import uuid
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..core import ClassMap, Instances, mask_to_polygons
+from ..formats.brush import mask_to_brush_rle
+
+# Control tag name -> the result ``type`` Label Studio expects for it.
+SUPPORTED_CONTROLS = {"PolygonLabels": "polygonlabels", "BrushLabels": "brushlabels"}
+
+
+class LabelConfigError(ValueError):
+    """A label config this backend cannot fill (no PolygonLabels/BrushLabels on an Image, bad XML...)."""
+
+
+@dataclass(frozen=True)
+class LabelTarget:
+    """Where predictions go in a Label Studio project.
+
+    Attributes:
+        kind: ``"polygonlabels"`` or ``"brushlabels"`` (the result ``type``).
+        from_name: the control tag's ``name``.
+        to_name: the ``Image`` tag's ``name`` (the control's ``toName``).
+        data_key: the task ``data`` key with the image URL (``value="$image"`` -> ``"image"``).
+        labels: the control's ``Label`` values, in config order.
+    """
+
+    kind: str
+    from_name: str
+    to_name: str
+    data_key: str
+    labels: tuple[str, ...]
+
+    def label_for(self, class_map: ClassMap) -> dict[int, str]:
+        """Model label 1..K -> Label Studio label value, for the classes the config has.
+
+        Names match case-insensitively; a one-class model on a one-label config maps regardless of the
+        name (a "nucleus" model pre-annotating a "Nucleus" project).
+
+        Raises:
+            LabelConfigError: no model class matches any label, listing both sets of names.
+        """
+        by_lower = {value.lower(): value for value in self.labels}
+        mapping = {
+            i + 1: by_lower[name.lower()]
+            for i, name in enumerate(class_map.names)
+            if name.lower() in by_lower
+        }
+        if not mapping and len(self.labels) == 1 and class_map.num_classes == 1:
+            mapping = {1: self.labels[0]}
+        if not mapping:
+            raise LabelConfigError(
+                f"none of the model's classes {list(class_map.names)} is a label of {self.from_name!r} "
+                f"({list(self.labels)}); add a <Label value=...> with a model class name to the config"
+            )
+        return mapping
+
+
+def parse_label_config(config: str) -> LabelTarget:
+    """The first ``PolygonLabels`` or ``BrushLabels`` tag of a label config that points at an ``Image``.
+
+    Raises:
+        LabelConfigError: the XML is malformed, or has no supported control tag on an ``Image`` with a
+            ``$variable`` value; the message lists what was found.
+    """
+    if not isinstance(config, str) or not config.strip():
+        raise LabelConfigError(
+            "the label config is empty; expected Label Studio XML such as <View>...</View>"
+        )
+    try:
+        root = ET.fromstring(config)
+    except ET.ParseError as e:
+        raise LabelConfigError(f"the label config is not valid XML ({e})") from None
+    images = {el.get("name"): el.get("value", "") for el in root.iter("Image") if el.get("name")}
+    found = []
+    for element in root.iter():
+        if element.tag not in SUPPORTED_CONTROLS:
+            if element.tag.endswith("Labels") or element.tag in ("Polygon", "Brush"):
+                found.append(element.tag)
+            continue
+        name, to_name = element.get("name"), element.get("toName")
+        value = images.get(to_name, "")
+        labels = tuple(label.get("value") for label in element.iter("Label") if label.get("value"))
+        if not name or not value.startswith("$") or not labels:
+            found.append(f"{element.tag} name={name!r} toName={to_name!r}")
+            continue
+        return LabelTarget(SUPPORTED_CONTROLS[element.tag], name, to_name, value[1:], labels)
+    raise LabelConfigError(
+        "the label config has no <PolygonLabels> or <BrushLabels> with <Label> values pointing (toName) at an "
+        f'<Image value="$...">; found: {found or "no labels tags"}'
+    )
+
+
+def _largest_polygon(mask: np.ndarray) -> list[float] | None:
+    polygons = mask_to_polygons(mask)
+    if not polygons:
+        return None
+
+    def area(flat: list[float]) -> float:  # shoelace formula
+        x, y = np.asarray(flat[0::2]), np.asarray(flat[1::2])
+        return 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
+
+    return max(polygons, key=area)
+
+
+def instances_to_regions(instances, target: LabelTarget, class_map: ClassMap) -> list[dict]:
+    """Label Studio result regions for predicted instances with masks and scores.
+
+    ``instances`` is :class:`~instaseg.core.Instances` with masks ``(N, H, W)`` or
+    :class:`~instaseg.predict.CroppedInstances` (full-size masks are made one at a time).
+    One region per instance whose mask is non-empty and whose class is in the config: polygons (the
+    outline of the mask's largest connected part, points ``[[x%, y%], ...]`` with ``x% = x / W * 100``)
+    or brush RLE at the image's size. Each region carries ``score``, ``original_width``/``_height``.
+    """
+    if isinstance(instances, Instances):
+        if instances.masks is None:
+            raise ValueError("instances_to_regions needs instances with masks")
+        height, width = instances.masks.shape[1:]
+        mask_of = instances.masks.__getitem__
+    else:
+        height, width, mask_of = instances.height, instances.width, instances.mask
+    label_for = target.label_for(class_map)
+    regions = []
+    for i in range(len(instances)):
+        name = label_for.get(int(instances.labels[i]))
+        mask = mask_of(i)
+        if name is None or not mask.any():
+            continue
+        score = float(instances.scores[i]) if instances.scores is not None else 1.0
+        if target.kind == "polygonlabels":
+            polygon = _largest_polygon(mask)
+            if polygon is None:
+                continue
+            points = [
+                [x / width * 100.0, y / height * 100.0]
+                for x, y in zip(polygon[0::2], polygon[1::2], strict=True)
+            ]
+            value = {"points": points, "closed": True, "polygonlabels": [name]}
+        else:
+            value = {"format": "rle", "rle": mask_to_brush_rle(mask), "brushlabels": [name]}
+        regions.append(
+            {
+                "id": uuid.uuid4().hex[:10],
+                "from_name": target.from_name,
+                "to_name": target.to_name,
+                "type": target.kind,
+                "original_width": int(width),
+                "original_height": int(height),
+                "image_rotation": 0,
+                "value": value,
+                "score": score,
+            }
+        )
+    return regions
+
+
+def prediction(regions: list[dict], model_version: str) -> dict:
+    """One task's prediction: ``{"result": regions, "score": mean region score, "model_version": ...}``."""
+    score = float(np.mean([r["score"] for r in regions])) if regions else 0.0
+    return {"result": regions, "score": score, "model_version": model_version}
