@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/instaseg demo
+	$(VENV)/bin/instaseg quickstart
 
 # The real components the app tests drive: Debian's Chromium (Playwright) and a Label Studio server in
 # its own venv. Both scripts return at once when already installed.

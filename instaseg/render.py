@@ -165,7 +165,7 @@ def draw_overlay(
     class_map: ClassMap | None = None,
     style: OverlayStyle | None = None,
     boxes: bool = True,
-    labels: bool = True,
+    labels: bool | None = None,
 ) -> np.ndarray:
     """The photo with each instance's mask tinted in its own colour and outlined, its box, label and score.
 
@@ -174,7 +174,9 @@ def draw_overlay(
         instances: predictions or ground truth of this image (see the module docstring).
         class_map: names for the labels; numbers are shown without it.
         style: sizes; by default scaled to the image (:meth:`OverlayStyle.for_size`).
-        boxes, labels: whether to draw the boxes and the label/score tags.
+        boxes, labels: whether to draw the boxes and the label/score tags. ``labels=None`` (default) tags
+            only objects whose box is at least half as wide as the tag, so that dense scenes of small
+            objects (cells, nuclei) stay visible under their masks instead of under a carpet of tags.
 
     Returns:
         A new RGB uint8 ``(H, W, 3)`` array. Pixels outside the masks, the box outlines (``thickness``
@@ -214,10 +216,12 @@ def draw_overlay(
             x0, y0 = int(round(box[0])), int(round(box[1]))
             x1, y1 = int(round(box[2])) - 1, int(round(box[3])) - 1  # inclusive corners for OpenCV
             cv2.rectangle(out, (x0, y0), (max(x0, x1), max(y0, y1)), color, style.thickness)
-        if labels:
+        if labels or labels is None:
             score = None if instances.scores is None else float(instances.scores[i])
             text = label_text(instances.labels[i], score, class_map)
             rx0, ry0, rx1, ry1 = label_rectangle(box, text, style, height, width)
+            if labels is None and (box[2] - box[0]) * 2 < rx1 - rx0:
+                continue
             out[ry0:ry1, rx0:rx1] = color
             luminance = 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]
             ink = (0, 0, 0) if luminance > 140 else (255, 255, 255)

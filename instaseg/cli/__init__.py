@@ -25,7 +25,7 @@ COMMANDS: dict[str, str] = {
     "serve": "serve",
     "label-studio-backend": "label_studio_backend",
     "pull-label-studio": "pull_label_studio",
-    "demo": "demo",
+    "quickstart": "quickstart",
 }
 
 
