@@ -127,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
+    from .. import distributed
     from ..images import ImageError
     from ..predict.inputs import expand_inputs
     from ..predict.outputs import LabelStudioOptions, OutputWriter
@@ -136,7 +137,12 @@ def run(args: argparse.Namespace) -> int:
     kinds = _parse_save(args.save)
     if args.batch_size < 1:
         raise UsageError("--batch-size must be >= 1")
-    threads = args.threads or os.cpu_count() or 1
+    # Under torchrun (docs/distributed.md) each process predicts every N-th image on its own GPU/cores.
+    context = distributed.init_distributed(args.device if args.engine != "onnx" else "cpu")
+    if context is not None and args.engine != "onnx":
+        args = argparse.Namespace(**{**vars(args), "device": str(context.device)})
+    main = context is None or context.is_main
+    threads = args.threads or distributed.cpu_threads()
     torch.set_num_threads(threads)
     predictor = _make_predictor(Predictor, args, DEFAULT_PROPOSALS, threads)
     label_studio = LabelStudioOptions(
@@ -150,15 +156,18 @@ def run(args: argparse.Namespace) -> int:
 
     images, problems = expand_inputs(args.inputs)
     failures = list(problems)
-    todo = [im for im in images if not (args.resume and writer.is_done(im))]
-    skipped = len(images) - len(todo)
+    mine = context.shard(images) if context else images
+    todo = [im for im in mine if not (args.resume and writer.is_done(im))]
+    skipped = len(mine) - len(todo)
     if skipped:
         print(f"resume: {skipped} of {len(images)} images already done in {args.out}", file=sys.stderr)
 
     done = instances_total = 0
     notes: list[str] = []
     start = time.perf_counter()
-    bar = tqdm(total=len(todo), unit="img", desc="predicting", file=sys.stderr, disable=None)
+    bar = tqdm(
+        total=len(todo), unit="img", desc="predicting", file=sys.stderr, disable=None if main else True
+    )
     # Decode the next images in a background thread while the model runs (PIL and OpenCV release the GIL).
     with ThreadPoolExecutor(max_workers=1) as pool:
         loads = [pool.submit(_load, im.location) for im in todo[: args.batch_size * 2]]
@@ -194,9 +203,16 @@ def run(args: argparse.Namespace) -> int:
             bar.update(len(batch))
             bar.set_postfix(ok=done, failed=len(failures))
     bar.close()
-    written = writer.finish(images)
+    if context is not None:  # all ranks' counts; every part file is written once this returns
+        gathered = context.all_gather((done, skipped, instances_total, failures[len(problems) :], notes))
+        done, skipped, instances_total = (sum(g[i] for g in gathered) for i in range(3))
+        failures = list(problems) + [f for g in gathered for f in g[3]]
+        notes = [n for g in gathered for n in g[4]]
+    written = writer.finish(images) if main else {}
     elapsed = time.perf_counter() - start
-    _summary(done, skipped, failures, notes, instances_total, elapsed, args.out, written)
+    if main:
+        _summary(done, skipped, failures, notes, instances_total, elapsed, args.out, written)
+    distributed.shutdown(context)
     return 1 if failures else 0
 
 

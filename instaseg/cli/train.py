@@ -96,16 +96,61 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     run.add_argument("--val-fraction", type=float, default=0.15)
     run.add_argument("--test-fraction", type=float, default=0.15)
+    several = parser.add_argument_group(
+        "several GPUs / machines (torchrun; see docs/distributed.md)",
+        "Under torchrun each process trains on its share of the images with --batch-size images per batch "
+        "(global batch = processes x batch size); rank 0 alone writes RUN_DIR.",
+    )
+    several.add_argument(
+        "--gpus",
+        type=int,
+        default=None,
+        metavar="N",
+        help="start N processes on this machine with torchrun (one per GPU; with --device cpu, N CPU "
+        "processes) running this same command",
+    )
+    several.add_argument(
+        "--sync-bn", action="store_true", help="synchronise BatchNorm statistics across GPUs (DDP on CUDA)"
+    )
+    several.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=30.0,
+        metavar="MINUTES",
+        help="a process waiting this long for the others gives up with an error",
+    )
 
 
-def _select_metric(records, class_map):
-    """(model, epoch) -> validation mask mAP, through the evaluation module."""
+def _arguments_without_gpus(args: argparse.Namespace) -> list[str]:
+    """The command line of ``args`` (options that differ from their defaults), without ``--gpus``."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser)
+    positional, options = [], []
+    for action in parser._actions:
+        value = getattr(args, action.dest, None)
+        if action.dest == "gpus":
+            continue
+        if not action.option_strings:
+            positional.append(str(value))
+        elif isinstance(action, argparse._StoreTrueAction):
+            options += [action.option_strings[-1]] if value else []
+        elif value is not None and value != action.default:
+            options += [action.option_strings[-1], str(value)]
+    return ["train", *positional, *options]
+
+
+def _select_metric(records, class_map, context=None):
+    """(model, epoch) -> validation mask mAP, through the evaluation module. Under torchrun each rank
+    predicts its shard of ``records``; the predictions are gathered and every rank scores all of them."""
     from ..evaluate.evaluator import mask_map
     from ..images import load_image
     from ..train import predict_batch
 
     def metric(model, epoch: int) -> float:
-        predictions = [predict_batch(model, [load_image(r.image)])[0] for r in records]
+        mine = context.shard(records) if context else records
+        predictions = [predict_batch(model, [load_image(r.image)])[0] for r in mine]
+        if context is not None:
+            predictions = context.unshard(context.all_gather(predictions))
         value = mask_map(records, class_map, predictions)
         return 0.0 if value is None else float(value)
 
@@ -113,6 +158,33 @@ def _select_metric(records, class_map):
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import distributed
+
+    if args.gpus is not None:
+        if distributed.launched():
+            print(
+                "instaseg train: error: --gpus starts torchrun itself; under torchrun leave it out",
+                file=sys.stderr,
+            )
+            return 2
+        import subprocess
+
+        command = distributed.torchrun_command(args.gpus, _arguments_without_gpus(args))
+        print(f"starting {args.gpus} processes: {' '.join(command)}", flush=True)
+        return subprocess.run(command).returncode
+    try:
+        context = distributed.init_distributed(args.device, args.dist_timeout)
+    except distributed.DistributedError as e:
+        print(f"instaseg train: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        return _run(args, context)
+    finally:
+        distributed.shutdown(context)
+
+
+def _run(args: argparse.Namespace, context) -> int:
+    from ..distributed import StepTrace
     from ..formats.load import load_dataset
     from ..splits import SplitConfig, assign_splits, load_splits, records_of_split, save_splits
     from ..train import CheckpointError, ModelConfig, TrainConfig, WeightsError, fit
@@ -184,9 +256,11 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, CheckpointError) as e:
         return fail(str(e))
 
+    main = context is None or context.is_main
+    say = print if main else (lambda *values, **options: None)
     dataset = load_dataset(config.data, config.images, config.format)
     errors = [p for p in dataset.problems if p.level == "error"]
-    print(
+    say(
         f"{dataset.format} dataset {dataset.source}: {len(dataset.present)} images, "
         f"{dataset.num_instances()} objects, classes {', '.join(dataset.class_map.names)}; "
         f"{len(dataset.problems)} problems ({len(errors)} errors; see `instaseg check`)"
@@ -196,7 +270,8 @@ def run(args: argparse.Namespace) -> int:
             f"{run_dir / 'last.pt'} was trained on classes {list(state['class_names'])}, the dataset "
             f"has {list(dataset.class_map.names)}; resume with the same dataset"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     split_file = run_dir / "splits.json"
     if args.resume or config.splits:
         load_splits(dataset.records, str(split_file if args.resume else config.splits))
@@ -208,18 +283,18 @@ def run(args: argparse.Namespace) -> int:
             seed=config.split_seed,
         )
         assign_splits(dataset.records, split)
-    if not args.resume:
+    if not args.resume and main:  # the split is seeded: every rank computed the same one
         names = {
             s: [r.file_name for r in records_of_split(dataset.records, s)] for s in ("train", "val", "test")
         }
         save_splits(names, str(split_file))
     splits = {s: records_of_split(dataset.records, s) for s in ("train", "val", "test")}
-    print(f"split: {', '.join(f'{len(v)} {k}' for k, v in splits.items())} (saved in {split_file})")
+    say(f"split: {', '.join(f'{len(v)} {k}' for k, v in splits.items())} (saved in {split_file})")
     try:
         model_config = ModelConfig.from_dict(
             {**model_config.to_dict(), "num_classes": dataset.class_map.num_classes}
         )
-        select = _select_metric(splits["val"], dataset.class_map) if config.select == "map" else None
+        select = _select_metric(splits["val"], dataset.class_map, context) if config.select == "map" else None
         result = fit(
             splits,
             dataset.class_map,
@@ -231,12 +306,15 @@ def run(args: argparse.Namespace) -> int:
             progress=True,
             report=print,
             download=not args.no_download,
+            distributed=context,
+            sync_batchnorm=args.sync_bn,
+            trace=StepTrace.from_environment(context.rank if context else 0),
         )
     except (WeightsError, CheckpointError, TrainingError, ValueError) as e:
         return fail(str(e))
     except DatasetError:
         raise
-    print(
+    say(
         f"{result.stop_reason}; best epoch {result.best_epoch} -> {run_dir / 'best.pt'}; last -> "
         f"{run_dir / 'last.pt'}; metrics {run_dir / 'metrics.csv'}, curve {run_dir / 'loss_curve.png'}, "
         f"tensorboard --logdir {run_dir / 'tensorboard'}"

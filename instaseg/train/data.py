@@ -122,18 +122,46 @@ def collate(batch: list) -> tuple[list[torch.Tensor], list[dict[str, torch.Tenso
 
 
 def make_loader(
-    dataset: DetectionDataset, batch_size: int, shuffle: bool, workers: int, epoch: int, seed: int
+    dataset: DetectionDataset,
+    batch_size: int,
+    shuffle: bool,
+    workers: int,
+    epoch: int,
+    seed: int,
+    shard: tuple[int, int] | None = None,
 ) -> torch.utils.data.DataLoader:
     """A DataLoader for one epoch: shuffling seeded by ``(seed, epoch)`` so a resumed run draws the same order.
 
     Workers are not persistent, so each epoch's workers get the dataset with its current epoch.
+
+    ``shard = (rank, world_size)`` (DDP) gives this rank its share only. Shuffled (training): a
+    ``DistributedSampler`` whose permutation, seeded by ``(seed, epoch)``, is the same on every rank, so the
+    ranks' shares are disjoint; it repeats a few samples when the count does not divide, so that every rank
+    runs as many batches (DDP needs that). Not shuffled (validation): samples ``rank, rank + world_size, ...``
+    with no repetition; ranks may then run different numbers of batches.
     """
     dataset.set_epoch(epoch)
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    sampler = None
+    if shard is not None:
+        rank, world_size = shard
+        if shuffle:
+            sampler = torch.utils.data.DistributedSampler(
+                dataset,
+                num_replicas=world_size,
+                rank=rank,
+                shuffle=True,
+                seed=seed * 100_003,
+                drop_last=False,
+            )
+            sampler.set_epoch(epoch)
+        else:
+            sampler = list(range(rank, len(dataset), world_size))
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle if sampler is None else None,
+        sampler=sampler,
         num_workers=workers,
         collate_fn=collate,
         generator=generator,

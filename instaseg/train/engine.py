@@ -72,11 +72,16 @@ def train_one_epoch(
     config: TrainConfig,
     deadline: float | None = None,
     progress: Callable | None = None,
+    agree: Callable[[bool], bool] | None = None,
+    after_batch: Callable[[int, list[int], dict[str, float], bool], None] | None = None,
 ) -> tuple[dict[str, float], bool]:
     """Train over ``loader`` once; returns the mean losses (``loss`` and :data:`LOSS_NAMES`) and whether
     the ``deadline`` (a ``time.monotonic()`` value) stopped the epoch early.
 
     ``progress``, when given, is called after each batch with ``(batches_done, losses_so_far, lr)``.
+    Under DDP, ``agree(past_deadline) -> bool`` makes every rank stop at the same batch (each rank's clock
+    differs; a rank that stopped alone would leave the others waiting), and ``after_batch(index, image_ids,
+    losses, stepped)`` is told of each batch (tests trace it).
     """
     amp = config.amp and device.type == "cuda"
     sums = dict.fromkeys(("loss", *LOSS_NAMES), 0.0)
@@ -106,7 +111,16 @@ def train_one_epoch(
             sums[name] += losses[name].item()
         if progress is not None:
             progress(batches, {k: v / batches for k, v in sums.items()}, optimizer.param_groups[0]["lr"])
-        if deadline is not None and time.monotonic() > deadline and index + 1 < n:
+        if after_batch is not None:
+            stepped = (index + 1) % config.accumulate == 0 or index + 1 == n
+            ids = [int(t["image_id"]) for t in targets]
+            after_batch(
+                index, ids, {"loss": total.item(), **{k: v.item() for k, v in losses.items()}}, stepped
+            )
+        past = deadline is not None and time.monotonic() > deadline
+        if deadline is not None and agree is not None:
+            past = agree(past)
+        if past and index + 1 < n:
             stopped = True
             if (index + 1) % config.accumulate:  # do not leave accumulated gradients unapplied
                 scaler.step(optimizer)
