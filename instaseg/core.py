@@ -137,10 +137,7 @@ def mask_to_rle(mask: np.ndarray) -> dict:
 
 def rle_to_mask(rle: dict) -> np.ndarray:
     """Boolean mask ``(H, W)`` of a COCO compressed RLE (``counts`` str or bytes)."""
-    counts = rle["counts"]
-    if isinstance(counts, str):
-        rle = {"size": rle["size"], "counts": counts.encode("ascii")}
-    return coco_mask.decode(rle).astype(bool)
+    return coco_mask.decode(rle_for_pycocotools(rle)).astype(bool)
 
 
 def polygons_to_rle(polygons: list[list[float]], height: int, width: int) -> dict:
@@ -181,14 +178,15 @@ class Annotation:
     def area(self) -> float:
         """Mask area in pixels, or the box area for a box-only annotation."""
         if self.rle is not None:
-            return float(coco_mask.area(_rle_bytes(self.rle)))
+            return float(coco_mask.area(rle_for_pycocotools(self.rle)))
         x0, y0, x1, y1 = self.box
         return float((x1 - x0) * (y1 - y0))
 
 
-def _rle_bytes(rle: dict) -> dict:
+def rle_for_pycocotools(rle: dict) -> dict:
+    """The same RLE with ``counts`` as bytes, as pycocotools' C functions need (instaseg stores str)."""
     counts = rle["counts"]
-    return {"size": rle["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    return {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
 
 
 @dataclass

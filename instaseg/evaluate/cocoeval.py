@@ -17,7 +17,7 @@ import numpy as np
 from faster_coco_eval import COCO, COCOeval_faster
 from pycocotools import mask as coco_mask
 
-from ..core import ClassMap, Instances, Record, mask_to_rle
+from ..core import ClassMap, Instances, Record, mask_to_rle, rle_for_pycocotools
 
 IOU_TYPES = ("bbox", "segm")
 
@@ -67,7 +67,7 @@ def records_to_coco(records: list[Record], class_map: ClassMap) -> dict:
                 ann["segmentation"] = (
                     a.rle if a.rle is not None else _box_rle(a.box, record.height, record.width)
                 )
-                ann["area"] = float(coco_mask.area(_bytes_rle(ann["segmentation"])))
+                ann["area"] = float(coco_mask.area(rle_for_pycocotools(ann["segmentation"])))
             annotations.append(ann)
     categories = [{"id": i + 1, "name": n} for i, n in enumerate(class_map.names)]
     return {"images": images, "annotations": annotations, "categories": categories}
@@ -78,11 +78,6 @@ def _box_rle(box, height: int, width: int) -> dict:
     rle = coco_mask.frPyObjects([[x0, y0, x0, y1, x1, y1, x1, y0]], height, width)[0]
     rle["counts"] = rle["counts"].decode("ascii")
     return rle
-
-
-def _bytes_rle(rle: dict) -> dict:
-    counts = rle["counts"]
-    return {"size": rle["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
 
 
 def instances_to_coco_results(image_id: int, instances: Instances) -> list[dict]:
@@ -164,7 +159,7 @@ def _detections(results: list[dict], iou_type: str) -> list[dict]:
             d["bbox"] = list(r["bbox"])
             d["area"] = float(r["bbox"][2] * r["bbox"][3])
         else:
-            rle = _bytes_rle(r["segmentation"])
+            rle = rle_for_pycocotools(r["segmentation"])
             d["segmentation"] = r["segmentation"]
             d["area"] = float(coco_mask.area(rle))
             d["bbox"] = [float(v) for v in coco_mask.toBbox(rle)]

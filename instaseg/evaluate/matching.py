@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from pycocotools import mask as coco_mask
 
+from ..core import rle_for_pycocotools
+
 
 @dataclass
 class MatchResult:
@@ -147,19 +149,14 @@ def _ious(dts: list[dict], gts: list[dict], key: str, crowd: np.ndarray) -> np.n
     if not dts or not gts:
         return np.zeros((len(dts), len(gts)))
     if key == "segmentation":
-        d = [_bytes(r["segmentation"]) for r in dts]
-        g = [_bytes(a["segmentation"]) for a in gts]
+        d = [rle_for_pycocotools(r["segmentation"]) for r in dts]
+        g = [rle_for_pycocotools(a["segmentation"]) for a in gts]
     else:
         d = [list(r["bbox"]) for r in dts]
         g = [list(a["bbox"]) for a in gts]
     return np.asarray(coco_mask.iou(d, g, [int(c) for c in crowd]), dtype=np.float64).reshape(
         len(dts), len(gts)
     )
-
-
-def _bytes(rle: dict) -> dict:
-    counts = rle["counts"]
-    return {"size": rle["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
 
 
 def _greedy(

@@ -20,6 +20,7 @@ import numpy as np
 from pycocotools import mask as coco_mask
 
 from .. import storage
+from ..core import rle_for_pycocotools
 from ..problems import DatasetError
 
 _EXAMPLES = 5  # how many offending entries an error message quotes
@@ -169,7 +170,7 @@ def _normalise(item: dict, image_id: int, image: dict) -> dict:
         out["segmentation"] = _to_rle(segmentation, height, width)
     bbox = item.get("bbox")
     if bbox is None and "segmentation" in out:
-        bbox = [float(v) for v in coco_mask.toBbox(_bytes(out["segmentation"]))]
+        bbox = [float(v) for v in coco_mask.toBbox(rle_for_pycocotools(out["segmentation"]))]
     if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(_finite(v) for v in bbox)):
         raise ValueError(f"bbox must be [x, y, w, h] numbers, got {bbox!r}")
     if bbox[2] < 0 or bbox[3] < 0:
@@ -192,7 +193,7 @@ def _to_rle(segmentation: Any, height: int, width: int) -> dict:
         if isinstance(counts, list):
             rle = coco_mask.frPyObjects(segmentation, height, width)
         elif isinstance(counts, (str, bytes)):
-            rle = _bytes(segmentation)
+            rle = rle_for_pycocotools(segmentation)
         else:
             raise ValueError("RLE 'counts' must be a string or a list of integers")
     elif isinstance(segmentation, list) and all(isinstance(p, list) and len(p) >= 6 for p in segmentation):
@@ -205,12 +206,4 @@ def _to_rle(segmentation: Any, height: int, width: int) -> dict:
     return {
         "size": [height, width],
         "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts,
-    }
-
-
-def _bytes(rle: dict) -> dict:
-    counts = rle["counts"]
-    return {
-        "size": list(rle["size"]),
-        "counts": counts.encode("ascii") if isinstance(counts, str) else counts,
     }

@@ -12,7 +12,7 @@ from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as coco_mask
 
 from .. import storage
-from ..core import Annotation, mask_to_rle, polygons_to_rle
+from ..core import Annotation, mask_to_rle, polygons_to_rle, rle_for_pycocotools
 from ..problems import ProblemLog
 
 # Label Studio prefixes uploaded files with 8 hex digits: "2f4821cd-10.jpg"; its COCO export with images
@@ -177,11 +177,11 @@ def build_annotation(
         rle = mask_to_rle(mask)
 
     if rle is not None:
-        area = float(coco_mask.area(_as_bytes(rle)))
+        area = float(coco_mask.area(rle_for_pycocotools(rle)))
         if area == 0:
             log.warn("zero-area mask; object dropped", **where)
             return None
-        x, y, w, h = (float(v) for v in coco_mask.toBbox(_as_bytes(rle)))
+        x, y, w, h = (float(v) for v in coco_mask.toBbox(rle_for_pycocotools(rle)))
         box = (x, y, x + w, y + h)
     else:
         box = _check_box(log, box_xyxy, height, width, where)
@@ -191,9 +191,6 @@ def build_annotation(
                       source_id=annotation_id)
 
 
-def _as_bytes(rle: dict) -> dict:
-    counts = rle["counts"]
-    return {"size": rle["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
 
 
 def _clean_polygons(log: ProblemLog, polygons, height: int, width: int, where: dict) -> list[list[float]]:
