@@ -186,7 +186,10 @@ class Annotation:
 def rle_for_pycocotools(rle: dict) -> dict:
     """The same RLE with ``counts`` as bytes, as pycocotools' C functions need (instaseg stores str)."""
     counts = rle["counts"]
-    return {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    return {
+        "size": list(rle["size"]),
+        "counts": counts.encode("ascii") if isinstance(counts, str) else counts,
+    }
 
 
 @dataclass

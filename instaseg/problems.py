@@ -20,7 +20,8 @@ class Problem:
 
     def __str__(self) -> str:
         where = ", ".join(
-            f"{k} {v}" for k, v in (("file", self.file), ("image", self.image), ("annotation", self.annotation))
+            f"{k} {v}"
+            for k, v in (("file", self.file), ("image", self.image), ("annotation", self.annotation))
             if v is not None
         )
         return f"{self.level}: {self.message}" + (f" ({where})" if where else "")
@@ -29,10 +30,15 @@ class Problem:
 class DatasetError(Exception):
     """A dataset (or one file of it) cannot be used. The CLI prints it and exits with status 2."""
 
-    def __init__(self, message: str, file: str | None = None, image: str | None = None,
-                 annotation: str | int | None = None):
+    def __init__(
+        self,
+        message: str,
+        file: str | None = None,
+        image: str | None = None,
+        annotation: str | int | None = None,
+    ):
         self.problem = Problem("error", message, file, image, annotation)
-        super().__init__(str(self.problem)[len("error: "):])
+        super().__init__(str(self.problem)[len("error: ") :])
 
 
 @dataclass
@@ -41,12 +47,22 @@ class ProblemLog:
 
     problems: list[Problem] = field(default_factory=list)
 
-    def warn(self, message: str, file: str | None = None, image: str | None = None,
-             annotation: str | int | None = None) -> None:
+    def warn(
+        self,
+        message: str,
+        file: str | None = None,
+        image: str | None = None,
+        annotation: str | int | None = None,
+    ) -> None:
         self.problems.append(Problem("warning", message, file, image, annotation))
 
-    def error(self, message: str, file: str | None = None, image: str | None = None,
-              annotation: str | int | None = None) -> None:
+    def error(
+        self,
+        message: str,
+        file: str | None = None,
+        image: str | None = None,
+        annotation: str | int | None = None,
+    ) -> None:
         self.problems.append(Problem("error", message, file, image, annotation))
 
     @property

@@ -55,7 +55,12 @@ def save_splits(splits: dict[str, list[str]], location: str, config: SplitConfig
     """Write the split to a JSON file (``{"train": [...], "val": [...], "test": [...], "config": {...}}``)."""
     payload: dict = {s: splits.get(s, []) for s in SPLITS}
     if config is not None:
-        payload["config"] = {"train": config.train, "val": config.val, "test": config.test, "seed": config.seed}
+        payload["config"] = {
+            "train": config.train,
+            "val": config.val,
+            "test": config.test,
+            "seed": config.seed,
+        }
     storage.write_json(location, payload, indent=1)
 
 
@@ -76,8 +81,11 @@ def load_splits(records: list[Record], location: str) -> dict[str, list[str]]:
             raise DatasetError(f"'{split}' must be a list of file names", file=location)
         for name in names:
             if name not in by_name:
-                raise DatasetError(f"split '{split}' names image {name!r}, which the dataset does not have "
-                                   "(or whose file is missing)", file=location)
+                raise DatasetError(
+                    f"split '{split}' names image {name!r}, which the dataset does not have "
+                    "(or whose file is missing)",
+                    file=location,
+                )
             if name in seen:
                 raise DatasetError(f"image {name!r} is listed in more than one split", file=location)
             seen.add(name)

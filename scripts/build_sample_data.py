@@ -31,8 +31,14 @@ def main(source: Path, out: Path) -> None:
         prefix = hashlib.sha1(image_id.encode()).hexdigest()[:8]
         file_name = f"{prefix}-nuclei{image_index:02d}.png"
         pixels.save(out / "images" / file_name, optimize=True)
-        images.append({"width": pixels.width, "height": pixels.height, "id": image_index,
-                       "file_name": f"images/{file_name}"})
+        images.append(
+            {
+                "width": pixels.width,
+                "height": pixels.height,
+                "id": image_index,
+                "file_name": f"images/{file_name}",
+            }
+        )
         for mask_path in sorted((folder / "masks").glob("*.png")):
             polygons = mask_to_polygons(np.asarray(Image.open(mask_path)) > 0)
             if not polygons:
@@ -40,22 +46,34 @@ def main(source: Path, out: Path) -> None:
             xs = [x for p in polygons for x in p[0::2]]
             ys = [y for p in polygons for y in p[1::2]]
             area = sum(float(cv2.contourArea(np.array(p, np.float32).reshape(-1, 2))) for p in polygons)
-            annotations.append({
-                "id": len(annotations), "image_id": image_index, "category_id": 0, "segmentation": polygons,
-                "bbox": [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)], "ignore": 0,
-                "iscrowd": 0, "area": area,
-            })
+            annotations.append(
+                {
+                    "id": len(annotations),
+                    "image_id": image_index,
+                    "category_id": 0,
+                    "segmentation": polygons,
+                    "bbox": [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)],
+                    "ignore": 0,
+                    "iscrowd": 0,
+                    "area": area,
+                }
+            )
     result = {
         "images": images,
         "categories": [{"id": 0, "name": "nucleus"}],
         "annotations": annotations,
-        "info": {"year": 2018, "version": "1.0", "contributor": "Label Studio",
-                 "description": "DSB 2018 stage1_train fluorescence nuclei sample (BBBC038), CC0"},
+        "info": {
+            "year": 2018,
+            "version": "1.0",
+            "contributor": "Label Studio",
+            "description": "DSB 2018 stage1_train fluorescence nuclei sample (BBBC038), CC0",
+        },
     }
     (out / "result.json").write_text(json.dumps(result))
     (out / "LICENSE.txt").write_text(
         "Images and masks: 2018 Data Science Bowl stage1_train (BBBC038, Broad Institute), CC0 1.0 "
-        "(public domain).\nPolygons traced from the instance masks by scripts/build_sample_data.py.\n")
+        "(public domain).\nPolygons traced from the instance masks by scripts/build_sample_data.py.\n"
+    )
     print(f"{len(images)} images, {len(annotations)} instances -> {out}")
 
 

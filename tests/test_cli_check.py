@@ -14,7 +14,9 @@ FURNITURE = "furniture_labelstudio"
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "instaseg", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "instaseg", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_check_json_on_the_real_label_studio_coco_export(datasets):
@@ -30,7 +32,9 @@ def test_check_json_on_the_real_label_studio_coco_export(datasets):
 
 def test_check_json_export_gives_the_same_counts(datasets):
     export = datasets / FURNITURE / "only-json" / "project-8-at-2023-12-18-13-17-708e3340.json"
-    result = run_cli("check", str(export), "--images", str(datasets / FURNITURE / "coco" / "images"), "--json")
+    result = run_cli(
+        "check", str(export), "--images", str(datasets / FURNITURE / "coco" / "images"), "--json"
+    )
     summary = json.loads(result.stdout)
     assert summary["format"] == "labelstudio-json"
     assert (summary["images"], summary["images_missing"], summary["instances"]) == (136, 112, 65)
@@ -42,8 +46,20 @@ def test_check_human_summary_and_exit_1_on_errors(tmp_path, capsys):
         "images": [{"id": 1, "file_name": "a.png", "width": 10, "height": 10}],
         "categories": [{"id": 1, "name": "thing"}],
         "annotations": [
-            {"id": 1, "image_id": 1, "category_id": 1, "segmentation": [[1, 1, 8, 1, 8, 8]], "bbox": [1, 1, 7, 7]},
-            {"id": 2, "image_id": 1, "category_id": 7, "segmentation": [[1, 1, 8, 1, 8, 8]], "bbox": [1, 1, 7, 7]},
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "segmentation": [[1, 1, 8, 1, 8, 8]],
+                "bbox": [1, 1, 7, 7],
+            },
+            {
+                "id": 2,
+                "image_id": 1,
+                "category_id": 7,
+                "segmentation": [[1, 1, 8, 1, 8, 8]],
+                "bbox": [1, 1, 7, 7],
+            },
         ],
     }
     from PIL import Image
@@ -57,7 +73,11 @@ def test_check_human_summary_and_exit_1_on_errors(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "content, message",
-    [(b'{"images": [', "not valid JSON"), (b"", "empty file"), (b'{"x": 1}', "cannot tell the annotation format")],
+    [
+        (b'{"images": [', "not valid JSON"),
+        (b"", "empty file"),
+        (b'{"x": 1}', "cannot tell the annotation format"),
+    ],
 )
 def test_unusable_input_is_one_message_and_exit_2(tmp_path, content, message):
     path = tmp_path / "broken.json"
@@ -75,10 +95,15 @@ def test_check_deep_reports_a_corrupt_image(tmp_path):
     Image.fromarray(noise).save(tmp_path / "a.png")
     data = (tmp_path / "a.png").read_bytes()
     (tmp_path / "a.png").write_bytes(data[: len(data) // 2])  # header intact, pixels cut
-    (tmp_path / "ann.json").write_text(json.dumps({
-        "images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 64}],
-        "categories": [{"id": 1, "name": "thing"}], "annotations": [],
-    }))
+    (tmp_path / "ann.json").write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 64}],
+                "categories": [{"id": 1, "name": "thing"}],
+                "annotations": [],
+            }
+        )
+    )
     shallow = json.loads(run_cli("check", str(tmp_path / "ann.json"), "--json").stdout)
     deep = run_cli("check", str(tmp_path / "ann.json"), "--json", "--deep")
     assert not any(p["level"] == "error" for p in shallow["problems"])
@@ -88,7 +113,10 @@ def test_check_deep_reports_a_corrupt_image(tmp_path):
 
 def test_split_command_writes_a_reproducible_split(datasets, tmp_path):
     for name in ("a.json", "b.json"):
-        assert main(["split", str(datasets / "balloon" / "val"), "--out", str(tmp_path / name), "--seed", "3"]) == 0
+        assert (
+            main(["split", str(datasets / "balloon" / "val"), "--out", str(tmp_path / name), "--seed", "3"])
+            == 0
+        )
     first = json.loads((tmp_path / "a.json").read_text())
     assert first == json.loads((tmp_path / "b.json").read_text())
     assert sum(len(first[s]) for s in ("train", "val", "test")) == 13

@@ -79,11 +79,17 @@ def test_mask_to_polygons_traces_pixel_edges_exactly():
 def test_record_instances_decodes_masks_and_skips_crowd_unless_asked():
     mask = np.zeros((6, 8), bool)
     mask[1:3, 2:5] = True
-    record = Record("x.png", "x.png", 8, 6, [
-        Annotation(1, (2, 1, 5, 3), mask_to_rle(mask)),
-        Annotation(2, (0, 0, 8, 6), mask_to_rle(np.ones((6, 8), bool)), iscrowd=True),
-        Annotation(1, (4, 4, 6, 6)),  # box only: filled as mask when others have masks
-    ])
+    record = Record(
+        "x.png",
+        "x.png",
+        8,
+        6,
+        [
+            Annotation(1, (2, 1, 5, 3), mask_to_rle(mask)),
+            Annotation(2, (0, 0, 8, 6), mask_to_rle(np.ones((6, 8), bool)), iscrowd=True),
+            Annotation(1, (4, 4, 6, 6)),  # box only: filled as mask when others have masks
+        ],
+    )
     inst = record.instances()
     assert len(inst) == 2 and (inst.masks[0] == mask).all() and inst.masks[1].sum() == 4
     assert len(record.instances(crowd=True)) == 3

@@ -15,9 +15,22 @@ def test_quickstart_runs_the_whole_pipeline(tmp_path):
     out = tmp_path / "qs"
     env = {"TORCH_HOME": str(tmp_path / "torch"), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     result = subprocess.run(
-        [sys.executable, "-m", "instaseg", "quickstart", "--out", str(out), "--minutes", "0.3",
-         "--weights", "none"],  # never reach for the network in a test
-        capture_output=True, text=True, timeout=900, env=env,
+        [
+            sys.executable,
+            "-m",
+            "instaseg",
+            "quickstart",
+            "--out",
+            str(out),
+            "--minutes",
+            "0.3",
+            "--weights",
+            "none",
+        ],  # never reach for the network in a test
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "train the light ResNet-18 model from scratch" in result.stdout

@@ -10,7 +10,9 @@ from instaseg.splits import SplitConfig, assign_splits, load_splits, records_of_
 
 
 def make_records(n: int, missing: int = 0) -> list[Record]:
-    records = [Record(image=f"/img/{i:03d}.png", file_name=f"{i:03d}.png", width=8, height=8) for i in range(n)]
+    records = [
+        Record(image=f"/img/{i:03d}.png", file_name=f"{i:03d}.png", width=8, height=8) for i in range(n)
+    ]
     for r in records[:missing]:
         r.image = None
     return records

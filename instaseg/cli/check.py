@@ -19,11 +19,15 @@ _SHOWN_PROBLEMS = 30
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataset_arguments(parser)
-    parser.add_argument("--json", action="store_true",
-                        help="print exactly one JSON object on stdout instead of the summary")
-    parser.add_argument("--deep", action="store_true",
-                        help="decode every image (slower) to find corrupt or truncated files; by default only "
-                        "headers are read")
+    parser.add_argument(
+        "--json", action="store_true", help="print exactly one JSON object on stdout instead of the summary"
+    )
+    parser.add_argument(
+        "--deep",
+        action="store_true",
+        help="decode every image (slower) to find corrupt or truncated files; by default only "
+        "headers are read",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,8 +51,9 @@ def decode_all(dataset: Dataset) -> list[Problem]:
     from ..images import ImageError, load_image
 
     problems = []
-    for record in tqdm(dataset.present, desc="decoding images", unit="img", file=sys.stderr,
-                       disable=not sys.stderr.isatty()):
+    for record in tqdm(
+        dataset.present, desc="decoding images", unit="img", file=sys.stderr, disable=not sys.stderr.isatty()
+    ):
         try:
             load_image(record.image)
         except ImageError as e:
@@ -79,11 +84,19 @@ def summarize(dataset: Dataset) -> dict:
 
 def print_summary(summary: dict) -> None:
     print(f"{summary['source']}: {summary['format']}")
-    print(f"  images: {summary['images']} listed, {summary['images_present']} present, "
-          f"{summary['images_missing']} missing, {summary['images_without_instances']} without objects")
-    print(f"  instances: {summary['instances']} in present images"
-          + (f" ({summary['instances_without_mask']} with a box only)" if summary["instances_without_mask"] else "")
-          + (f", {summary['crowd_regions']} crowd regions" if summary["crowd_regions"] else ""))
+    print(
+        f"  images: {summary['images']} listed, {summary['images_present']} present, "
+        f"{summary['images_missing']} missing, {summary['images_without_instances']} without objects"
+    )
+    print(
+        f"  instances: {summary['instances']} in present images"
+        + (
+            f" ({summary['instances_without_mask']} with a box only)"
+            if summary["instances_without_mask"]
+            else ""
+        )
+        + (f", {summary['crowd_regions']} crowd regions" if summary["crowd_regions"] else "")
+    )
     width = max((len(n) for n in summary["categories"]), default=0)
     for name, count in sorted(summary["categories"].items(), key=lambda kv: (-kv[1], kv[0])):
         print(f"    {name:<{width}}  {count}")

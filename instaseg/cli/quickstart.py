@@ -17,10 +17,34 @@ HELP = "Run the whole pipeline on the bundled sample: import, split, train, eval
 
 # Training recipes. With COCO weights, fine-tune the seed's ResNet-50 Mask R-CNN (small nuclei: upscale
 # the 256-pixel images to 512); without them, train the light ResNet-18 model from scratch.
-_PRETRAINED = ["--arch", "maskrcnn_resnet50_fpn", "--weights", "coco", "--image-size", "512",
-               "--optimizer", "sgd", "--lr", "0.01", "--batch-size", "2"]
-_FROM_SCRATCH = ["--arch", "maskrcnn_resnet18_fpn", "--weights", "none", "--image-size", "256",
-                 "--optimizer", "adamw", "--lr", "0.001", "--batch-size", "2"]
+_PRETRAINED = [
+    "--arch",
+    "maskrcnn_resnet50_fpn",
+    "--weights",
+    "coco",
+    "--image-size",
+    "512",
+    "--optimizer",
+    "sgd",
+    "--lr",
+    "0.01",
+    "--batch-size",
+    "2",
+]
+_FROM_SCRATCH = [
+    "--arch",
+    "maskrcnn_resnet18_fpn",
+    "--weights",
+    "none",
+    "--image-size",
+    "256",
+    "--optimizer",
+    "adamw",
+    "--lr",
+    "0.001",
+    "--batch-size",
+    "2",
+]
 
 
 def sample_dataset_dir() -> str:
@@ -29,14 +53,26 @@ def sample_dataset_dir() -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="runs/quickstart", help="folder for everything the quickstart writes")
-    parser.add_argument("--minutes", type=float, default=6.0,
-                        help="training time budget in minutes (the rest of the pipeline takes about a minute)")
-    parser.add_argument("--weights", choices=["auto", "coco", "none"], default="auto",
-                        help="auto: COCO-pretrained ResNet-50 when its weights are cached or downloadable, "
-                        "otherwise the light model from scratch")
+    parser.add_argument(
+        "--out", default="runs/quickstart", help="folder for everything the quickstart writes"
+    )
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=6.0,
+        help="training time budget in minutes (the rest of the pipeline takes about a minute)",
+    )
+    parser.add_argument(
+        "--weights",
+        choices=["auto", "coco", "none"],
+        default="auto",
+        help="auto: COCO-pretrained ResNet-50 when its weights are cached or downloadable, "
+        "otherwise the light model from scratch",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    parser.add_argument("--serve", action="store_true", help="start the web demo on the trained model at the end")
+    parser.add_argument(
+        "--serve", action="store_true", help="start the web demo on the trained model at the end"
+    )
     parser.add_argument("--port", type=int, default=7860, help="port of the web demo with --serve")
 
 
@@ -81,18 +117,53 @@ def run(args: argparse.Namespace) -> int:
         recipe = _FROM_SCRATCH
         _step(3, f"train the light ResNet-18 model from scratch for {args.minutes:g} minutes")
         if args.weights == "auto":
-            print("  notice: COCO-pretrained weights are not available (offline, not cached), so the light "
-                  "model trains from scratch; see README 'COCO weights on an offline machine'")
-    status = main(["train", source, "--out", run_dir, "--splits", split_file, *recipe, "--epochs", "200",
-                   "--minutes", str(args.minutes), "--warmup-steps", "20", "--patience", "1000",
-                   "--device", args.device])
+            print(
+                "  notice: COCO-pretrained weights are not available (offline, not cached), so the light "
+                "model trains from scratch; see README 'COCO weights on an offline machine'"
+            )
+    status = main(
+        [
+            "train",
+            source,
+            "--out",
+            run_dir,
+            "--splits",
+            split_file,
+            *recipe,
+            "--epochs",
+            "200",
+            "--minutes",
+            str(args.minutes),
+            "--warmup-steps",
+            "20",
+            "--patience",
+            "1000",
+            "--device",
+            args.device,
+        ]
+    )
     if status != 0:
         return status
 
     _step(4, "evaluate best.pt on the held-out test images")
     eval_dir = os.path.join(args.out, "evaluation")
-    status = main(["evaluate", checkpoint, source, "--split", "test", "--splits", split_file, "--out", eval_dir,
-                   "--max-dets", "300", "--device", args.device])
+    status = main(
+        [
+            "evaluate",
+            checkpoint,
+            source,
+            "--split",
+            "test",
+            "--splits",
+            split_file,
+            "--out",
+            eval_dir,
+            "--max-dets",
+            "300",
+            "--device",
+            args.device,
+        ]
+    )
     if status != 0:
         return status
     with open(os.path.join(eval_dir, "report.json")) as f:
@@ -101,8 +172,21 @@ def run(args: argparse.Namespace) -> int:
     _step(5, "write masked images of the test images")
     masked_dir = os.path.join(args.out, "masked")
     test_images = [r.image for r in dataset.records if r.split == "test"]
-    status = main(["predict", checkpoint, *test_images, "--out", masked_dir, "--save", "overlay,binary,rgb,json",
-                   "--max-detections", "300", "--device", args.device])
+    status = main(
+        [
+            "predict",
+            checkpoint,
+            *test_images,
+            "--out",
+            masked_dir,
+            "--save",
+            "overlay,binary,rgb,json",
+            "--max-detections",
+            "300",
+            "--device",
+            args.device,
+        ]
+    )
     if status != 0:
         return status
 
@@ -111,7 +195,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"quickstart finished in {minutes:.1f} minutes")
     print(f"  mask mAP (test) {_ap(report, 'segm')}   box mAP (test) {_ap(report, 'bbox')}")
     print(f"  model:          {checkpoint}")
-    print(f"  training log:   {os.path.join(run_dir, 'metrics.csv')}, {os.path.join(run_dir, 'loss_curve.png')}")
+    print(
+        f"  training log:   {os.path.join(run_dir, 'metrics.csv')}, {os.path.join(run_dir, 'loss_curve.png')}"
+    )
     print(f"  evaluation:     {os.path.join(eval_dir, 'report.md')}")
     print(f"  masked images:  {masked_dir}/")
     serve = ["serve", checkpoint, "--port", str(args.port), "--examples", os.path.join(source, "images")]

@@ -16,7 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train", type=float, default=0.7, help="fraction of images for training")
     parser.add_argument("--val", type=float, default=0.15, help="fraction for validation (model selection)")
     parser.add_argument("--test", type=float, default=0.15, help="fraction held out for the final evaluation")
-    parser.add_argument("--seed", type=int, default=0, help="shuffle seed: the same seed gives the same split")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="shuffle seed: the same seed gives the same split"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

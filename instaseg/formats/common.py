@@ -171,8 +171,9 @@ def build_annotation(
     elif mask is not None:
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != (height, width):
-            log.error(f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is {width}x{height}; dropped",
-                      **where)
+            log.error(
+                f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is {width}x{height}; dropped", **where
+            )
             return None
         rle = mask_to_rle(mask)
 
@@ -187,10 +188,9 @@ def build_annotation(
         box = _check_box(log, box_xyxy, height, width, where)
         if box is None:
             return None
-    return Annotation(label=label, box=box, rle=rle, iscrowd=bool(iscrowd), polygons=kept_polygons,
-                      source_id=annotation_id)
-
-
+    return Annotation(
+        label=label, box=box, rle=rle, iscrowd=bool(iscrowd), polygons=kept_polygons, source_id=annotation_id
+    )
 
 
 def _clean_polygons(log: ProblemLog, polygons, height: int, width: int, where: dict) -> list[list[float]]:
@@ -204,14 +204,20 @@ def _clean_polygons(log: ProblemLog, polygons, height: int, width: int, where: d
             log.warn(f"polygon {i} has non-numeric, NaN or infinite coordinates; polygon dropped", **where)
             continue
         if len(coords) % 2:
-            log.warn(f"polygon {i} has an odd number of coordinates ({len(coords)}); polygon dropped", **where)
+            log.warn(
+                f"polygon {i} has an odd number of coordinates ({len(coords)}); polygon dropped", **where
+            )
             continue
         if len(coords) < 6:
             log.warn(f"polygon {i} has {len(coords) // 2} points (needs 3); polygon dropped", **where)
             continue
         xs, ys = coords[0::2], coords[1::2]
-        if (xs.min() < -_CLIP_TOLERANCE or ys.min() < -_CLIP_TOLERANCE
-                or xs.max() > width + _CLIP_TOLERANCE or ys.max() > height + _CLIP_TOLERANCE):
+        if (
+            xs.min() < -_CLIP_TOLERANCE
+            or ys.min() < -_CLIP_TOLERANCE
+            or xs.max() > width + _CLIP_TOLERANCE
+            or ys.max() > height + _CLIP_TOLERANCE
+        ):
             log.warn(f"polygon {i} extends outside the {width}x{height} image; clipped to it", **where)
         coords[0::2] = np.clip(xs, 0, width)
         coords[1::2] = np.clip(ys, 0, height)
@@ -225,23 +231,31 @@ def _check_rle(log: ProblemLog, rle, height: int, width: int, where: dict) -> di
         return None
     size = rle["size"]
     if not (isinstance(size, list | tuple) and len(size) == 2 and list(size) == [height, width]):
-        log.error(f"RLE size {size} does not match the image's [height, width] = [{height}, {width}]; "
-                  "object dropped", **where)
+        log.error(
+            f"RLE size {size} does not match the image's [height, width] = [{height}, {width}]; "
+            "object dropped",
+            **where,
+        )
         return None
     counts = rle["counts"]
     if isinstance(counts, list):  # uncompressed RLE
         numbers = _finite_numbers(counts)
         if numbers is None or (numbers < 0).any() or numbers.sum() != height * width:
-            log.error(f"uncompressed RLE counts must be non-negative and sum to {height}*{width}; "
-                      "object dropped", **where)
+            log.error(
+                f"uncompressed RLE counts must be non-negative and sum to {height}*{width}; object dropped",
+                **where,
+            )
             return None
-        compressed = coco_mask.frPyObjects({"size": [height, width], "counts": [int(c) for c in counts]},
-                                           height, width)
+        compressed = coco_mask.frPyObjects(
+            {"size": [height, width], "counts": [int(c) for c in counts]}, height, width
+        )
         return {"size": [height, width], "counts": compressed["counts"].decode("ascii")}
     if isinstance(counts, bytes):
         counts = counts.decode("ascii")
     if not isinstance(counts, str):
-        log.error(f"RLE counts must be a string or a list, got {type(counts).__name__}; object dropped", **where)
+        log.error(
+            f"RLE counts must be a string or a list, got {type(counts).__name__}; object dropped", **where
+        )
         return None
     try:
         decoded = coco_mask.decode({"size": [height, width], "counts": counts.encode("ascii")})
@@ -259,7 +273,9 @@ def _check_box(log: ProblemLog, box, height: int, width: int, where: dict) -> tu
         return None
     x0, y0, x1, y1 = coords.tolist()
     if x1 <= x0 or y1 <= y0:
-        log.error(f"box has zero or negative width/height ({x1 - x0:g} x {y1 - y0:g}); object dropped", **where)
+        log.error(
+            f"box has zero or negative width/height ({x1 - x0:g} x {y1 - y0:g}); object dropped", **where
+        )
         return None
     clipped = (max(0.0, x0), max(0.0, y0), min(float(width), x1), min(float(height), y1))
     if any(abs(a - b) > _CLIP_TOLERANCE for a, b in zip(clipped, (x0, y0, x1, y1), strict=True)):
@@ -291,11 +307,20 @@ def image_size(
     ``None`` when the file is unreadable or the sizes disagree.
     """
     declared = None
-    if is_number(declared_width) and is_number(declared_height) and declared_width > 0 and declared_height > 0:
+    if (
+        is_number(declared_width)
+        and is_number(declared_height)
+        and declared_width > 0
+        and declared_height > 0
+    ):
         declared = (int(round(declared_width)), int(round(declared_height)))
     elif declared_width is not None or declared_height is not None:
-        log.warn(f"invalid image size {declared_width!r} x {declared_height!r} in the annotations; "
-                 "using the image file's size", file=file, image=image)
+        log.warn(
+            f"invalid image size {declared_width!r} x {declared_height!r} in the annotations; "
+            "using the image file's size",
+            file=file,
+            image=image,
+        )
     if location is None:
         return (*declared, None) if declared else None
     try:
@@ -305,10 +330,17 @@ def image_size(
         return None
     if declared and declared != (info.width, info.height):
         rotated = info.orientation in (5, 6, 7, 8)
-        hint = (f"; the file has EXIF orientation {info.orientation} (rotated 90 degrees): the annotations were "
-                "probably drawn on the unrotated image" if rotated and declared == (info.height, info.width)
-                else "")
-        log.error(f"annotations declare {declared[0]}x{declared[1]} but the image is displayed at "
-                  f"{info.width}x{info.height}{hint}; its annotations are not used", file=file, image=image)
+        hint = (
+            f"; the file has EXIF orientation {info.orientation} (rotated 90 degrees): the annotations were "
+            "probably drawn on the unrotated image"
+            if rotated and declared == (info.height, info.width)
+            else ""
+        )
+        log.error(
+            f"annotations declare {declared[0]}x{declared[1]} but the image is displayed at "
+            f"{info.width}x{info.height}{hint}; its annotations are not used",
+            file=file,
+            image=image,
+        )
         return None
     return info.width, info.height, info.mode

@@ -66,8 +66,10 @@ def _require_json(data: bytes, source: str) -> None:
     except UnicodeDecodeError:
         raise DatasetError("not a JSON text file (not UTF-8)", file=source) from None
     except json.JSONDecodeError as e:
-        raise DatasetError(f"not valid JSON (truncated or damaged?): {e.msg} at line {e.lineno} column "
-                           f"{e.colno}", file=source) from None
+        raise DatasetError(
+            f"not valid JSON (truncated or damaged?): {e.msg} at line {e.lineno} column {e.colno}",
+            file=source,
+        ) from None
 
 
 def _unknown(source: str) -> DatasetError:

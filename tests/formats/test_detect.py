@@ -94,8 +94,13 @@ def test_unknown_lists_formats_and_suggests_flag(tmp_path, content):
 
 @pytest.mark.parametrize(
     "content, message",
-    [(b"not json", "not valid JSON"), (b'{"images": [', r"not valid JSON \(truncated"), (b"", "empty file"),
-     (b"  \n", "empty file"), (b"\xff\xfe{", "not a JSON text file")],
+    [
+        (b"not json", "not valid JSON"),
+        (b'{"images": [', r"not valid JSON \(truncated"),
+        (b"", "empty file"),
+        (b"  \n", "empty file"),
+        (b"\xff\xfe{", "not a JSON text file"),
+    ],
     ids=["text", "truncated", "empty", "blank", "binary"],
 )
 def test_broken_json_says_where_it_breaks(tmp_path, content, message):
