@@ -59,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--minutes",
         type=float,
-        default=6.0,
+        default=8.0,
         help="training time budget in minutes (the rest of the pipeline takes about a minute)",
     )
     parser.add_argument(
