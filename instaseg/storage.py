@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import posixpath
 from typing import IO, Any
 
@@ -47,8 +48,6 @@ def filesystem(location: str) -> tuple[fsspec.AbstractFileSystem, str]:
 def join(base: str, *parts: str) -> str:
     """Join path parts with ``/``, keeping the URL scheme of ``base``."""
     if not is_url(base):
-        import os
-
         return os.path.join(base, *parts)
     return posixpath.join(base.rstrip("/"), *parts)
 
@@ -58,8 +57,6 @@ def parent(location: str) -> str:
     if is_url(location):
         scheme, rest = location.split("://", 1)
         return f"{scheme}://{posixpath.dirname(rest.rstrip('/'))}"
-    import os
-
     return os.path.dirname(os.path.abspath(location))
 
 
@@ -88,7 +85,7 @@ def read_json(location: str) -> Any:
 
 def write_bytes(location: str, data: bytes) -> None:
     fs, path = filesystem(location)
-    parent_path = posixpath.dirname(path) if is_url(location) else __import__("os").path.dirname(path)
+    parent_path = posixpath.dirname(path) if is_url(location) else os.path.dirname(path)
     if parent_path:
         fs.makedirs(parent_path, exist_ok=True)
     fs.pipe_file(path, data)

@@ -4,6 +4,7 @@ into validated :class:`~instaseg.core.Annotation` objects with safe repairs repo
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass
 
@@ -76,8 +77,6 @@ class ImageResolver:
 def _normalise(location: str) -> str:
     if storage.is_url(location):
         return location
-    import os
-
     return os.path.normpath(location)
 
 
