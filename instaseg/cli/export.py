@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--proposals",
         type=int,
         default=None,
-        help="RPN proposals fixed in the graph (default: the predictor's default, 300)",
+        help="RPN proposals fixed in the graph (default: the predictor's default, 1000)",
     )
     parser.add_argument(
         "--check-images",

@@ -15,10 +15,11 @@ from .engine import RawDetections, TorchEngine, paste_masks, prepare_image, scal
 
 ENGINES = ("torch", "onnx")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-# Proposals kept after the RPN's NMS at test time. torchvision keeps 1000; on the DSB nuclei sample
-# (<= ~100 objects per image) bench/predict_speed.py measured mask AP 14.85 at 300 vs 14.56 at 1000, with
-# the ROI heads' cost cut by the proposals not scored. Raise it (--proposals) for images with more objects.
-DEFAULT_PROPOSALS = 300
+# Proposals kept after the RPN's NMS at test time: torchvision's 1000. Fewer are faster (the ROI heads
+# score every proposal) but cost accuracy on dense images: on 20 held-out DSB nuclei images with a model
+# trained 15 minutes, mask AP was 24.05 at 1000, 23.86 at 700, 23.21 at 500 and 22.73 at 300 proposals
+# (0.30, 0.26, 0.22, 0.18 s/image). Lower it with --proposals for images with few objects.
+DEFAULT_PROPOSALS = 1000
 
 
 def resolve_device(device: str) -> str:

@@ -26,7 +26,7 @@ def test_metadata_carries_classes_and_settings(onnx_model):
     assert predictor.engine_name == "onnx"
     assert predictor.class_names == tuple(CLASS_NAMES)
     assert predictor.image_size == IMAGE_SIZE and predictor.mask_threshold == 0.5
-    assert predictor.engine.proposals == 300
+    assert predictor.engine.proposals == 1000
 
 
 def test_parity_with_torch_on_real_images(checkpoint, onnx_model, nuclei_paths, photo):
