@@ -6,7 +6,7 @@ optimizer, batch size and number of steps; the preloaded run is timed before and
 averaged, to even out drift on a shared machine.
 
     .venv/bin/python bench/train_overhead.py [--arch maskrcnn_resnet18_fpn] [--image-size 256]
-        [--batch-size 2] [--workers 2] [--steps 12] [--device cpu]
+        [--batch-size 2] [--workers N] [--steps 12] [--device cpu]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from instaseg.cli.train import default_workers
 from instaseg.formats.load import load_dataset
 from instaseg.train.augment import build_train_transform
 from instaseg.train.config import ModelConfig, TrainConfig
@@ -64,7 +65,7 @@ def main() -> None:
     parser.add_argument("--arch", default="maskrcnn_resnet18_fpn")
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=default_workers(), help="default: as instaseg train")
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="cpu")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -13,6 +14,11 @@ HELP = "Train a Mask R-CNN on an annotated dataset (COCO transfer learning by de
 
 # Must equal instaseg.train.model.ARCHITECTURES' keys (a test checks); repeated so `instaseg --help` needs no torch.
 ARCH_NAMES = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2", "maskrcnn_resnet18_fpn")
+
+
+def default_workers() -> int:
+    """DataLoader workers when none are asked for: one core is left to the training process itself."""
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,7 +93,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run = parser.add_argument_group("run")
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="DataLoader worker processes (default: CPU cores - 1, at most 8: on a 2-core CPU, two workers "
+        "compete with training for the cores)",
+    )
     run.add_argument(
         "--splits",
         metavar="FILE",
@@ -237,7 +249,7 @@ def _run(args: argparse.Namespace, context) -> int:
                 seed=args.seed,
                 patience=args.patience,
                 select=args.select,
-                workers=args.workers,
+                workers=args.workers if args.workers is not None else default_workers(),
                 augment=args.augment,
                 minutes=args.minutes or 0.0,
                 splits=args.splits,
