@@ -147,11 +147,17 @@ def _names(images: list[dict]) -> dict[str, int]:
 
 
 def _image_id(item: dict, by_name: dict[str, int]) -> Any:
-    if "image_id" in item:
-        value = item["image_id"]
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
+    """The dataset's image id of a prediction: by ``file_name`` when it has one, else by ``image_id``.
+
+    A file name names the image whatever order the other tool numbered images in (``instaseg predict``
+    numbers them in the order it read them), so it wins over ``image_id``.
+    """
     name = item.get("file_name")
-    return by_name.get(name.replace("\\", "/")) if isinstance(name, str) else None
+    if isinstance(name, str):
+        name = name.replace("\\", "/")
+        return by_name.get(name, by_name.get(name.rsplit("/", 1)[-1]))
+    value = item.get("image_id")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _first(messages: list[str]) -> str:

@@ -81,6 +81,68 @@ def test_file_name_polygons_and_missing_bbox_are_accepted(gt):
     assert all("segmentation" not in r for r in results)
 
 
+def test_file_name_wins_over_an_image_id_numbered_by_another_tool(gt):
+    # `instaseg predict` numbers images in the order it read them, not in the dataset's order.
+    items = [_good(image_id=1, file_name="two.png"), _good(image_id=2, file_name="/elsewhere/a/one.png")]
+    results, _, _ = check_predictions(items, gt, "preds.json")
+    assert [r["image_id"] for r in results] == [2, 1]
+
+
+def test_predict_output_evaluates_the_same_as_the_checkpoint_route(tmp_path):
+    """End to end: `predict` over a folder (its own image order) then `evaluate --predictions`."""
+    import json
+
+    import torch
+
+    from instaseg.cli import main
+    from instaseg.cli.quickstart import sample_dataset_dir
+    from instaseg.train.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_atomic
+    from instaseg.train.config import ModelConfig, TrainConfig
+    from instaseg.train.model import build_model
+
+    torch.manual_seed(0)  # random weights: detections everywhere at score threshold 0, enough to compare
+    config = ModelConfig(
+        arch="maskrcnn_resnet18_fpn",
+        num_classes=1,
+        image_size=128,
+        pretrained_backbone=False,
+        score_threshold=0.0,
+        detections_per_image=20,
+    )
+    checkpoint = tmp_path / "light.pt"
+    save_atomic(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "format_version": CHECKPOINT_VERSION,
+            "model": build_model(config).state_dict(),
+            "class_names": ["nucleus"],
+            "model_config": config.to_dict(),
+            "train_config": TrainConfig().to_dict(),
+            "epoch": 0,
+            "metrics": {},
+        },
+        checkpoint,
+    )
+    sample = sample_dataset_dir()
+    names = sorted(json.load(open(f"{sample}/result.json"))["images"], key=lambda i: i["file_name"])[:3]
+    images = [f"{sample}/{i['file_name']}" for i in reversed(names)]  # an order unlike the dataset's
+    assert main(["predict", str(checkpoint), *images, "--out", str(tmp_path / "p"), "--save", "json"]) == 0
+    for route, args in (
+        ("file", ["--predictions", str(tmp_path / "p" / "predictions.json")]),
+        ("checkpoint", [str(checkpoint)]),
+    ):
+        split = tmp_path / "split.json"
+        split.write_text(json.dumps({"train": [], "val": [], "test": [i["file_name"] for i in names]}))
+        out = tmp_path / route
+        assert (
+            main(["evaluate", *args, sample, "--splits", str(split), "--out", str(out), "--no-losses"]) == 0
+        )
+    by_file = json.loads((tmp_path / "file" / "report.json").read_text())
+    by_checkpoint = json.loads((tmp_path / "checkpoint" / "report.json").read_text())
+    assert by_file["predictions"] == by_checkpoint["predictions"] > 0
+    assert by_file["bbox"]["AP"] == pytest.approx(by_checkpoint["bbox"]["AP"], abs=1e-6)
+
+
 def test_predictions_outside_the_split_are_left_out_with_a_note(gt):
     results, with_masks, notes = check_predictions([_good(), _good(image_id=2)], gt, "p.json", selected={2})
     assert len(results) == 1 and results[0]["image_id"] == 2 and with_masks
