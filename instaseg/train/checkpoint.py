@@ -57,6 +57,18 @@ def library_versions() -> dict[str, str]:
     }
 
 
+def checkpoint_header(class_names: list[str], model_config: ModelConfig, train_config: dict) -> dict:
+    """The entries every checkpoint carries besides its tensors: format, classes, configs, versions."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_VERSION,
+        "class_names": list(class_names),
+        "model_config": model_config.to_dict(),
+        "train_config": train_config,
+        "versions": library_versions(),
+    }
+
+
 def save_atomic(payload: dict, path: str | Path) -> None:
     """Write ``payload`` with ``torch.save`` to a temporary file beside ``path``, fsync, then rename.
 

@@ -16,7 +16,7 @@ from ..core import ClassMap, Record
 from ..distributed import Distributed, parameters_digest
 from ..problems import DatasetError
 from .augment import build_eval_transform, build_train_transform
-from .checkpoint import library_versions, read_checkpoint, save_atomic
+from .checkpoint import checkpoint_header, read_checkpoint, save_atomic
 from .config import ModelConfig, TrainConfig
 from .data import DetectionDataset, make_loader
 from .engine import build_optimizer, build_scheduler, evaluate_losses, train_one_epoch
@@ -214,14 +214,7 @@ def fit(
         write_config(run_dir, config.to_dict(), model_config.to_dict(), list(class_map.names))
         board = TensorBoardLog(run_dir, start_epoch)
     deadline = time.monotonic() + 60 * config.minutes if config.minutes else None
-    base = {
-        "format": "instaseg-checkpoint",
-        "format_version": 1,
-        "class_names": list(class_map.names),
-        "model_config": model_config.to_dict(),
-        "train_config": config.to_dict(),
-        "versions": library_versions(),
-    }
+    base = checkpoint_header(list(class_map.names), model_config, config.to_dict())
     try:
         for epoch in range(start_epoch + 1, config.epochs + 1):
             started = time.monotonic()

@@ -92,38 +92,10 @@ def checkpoint(tmp_path_factory) -> Path:
     Random weights detect blobs with scores ~0.75 on any image, which is all the serving tests need: real
     pixels in, real masks out. Saved in the format of ``instaseg train`` (``load_checkpoint`` reads it).
     """
-    import torch
+    from ..checkpoints import save_light_checkpoint
 
-    from instaseg.train.checkpoint import library_versions, save_atomic
-    from instaseg.train.config import ModelConfig
-    from instaseg.train.model import build_model
-
-    torch.manual_seed(0)
-    config = ModelConfig(
-        arch="maskrcnn_resnet18_fpn",
-        num_classes=1,
-        image_size=256,
-        pretrained_backbone=False,
-        score_threshold=0.05,
-        detections_per_image=20,
-    )
-    model = build_model(config)
     path = tmp_path_factory.mktemp("model") / "light.pt"
-    save_atomic(
-        {
-            "format": "instaseg-checkpoint",
-            "format_version": 1,
-            "model": model.state_dict(),
-            "class_names": ["nucleus"],
-            "model_config": config.to_dict(),
-            "train_config": {},
-            "epoch": 0,
-            "metrics": {},
-            "versions": {k: str(v) for k, v in library_versions().items()},
-        },
-        path,
-    )
-    return path
+    return save_light_checkpoint(path, ["nucleus"], 256, score_threshold=0.05, detections_per_image=20)
 
 
 @pytest.fixture(scope="session")

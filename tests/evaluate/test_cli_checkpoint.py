@@ -7,27 +7,13 @@ import math
 
 import pytest
 
-torch = pytest.importorskip("torch")
-train = pytest.importorskip("instaseg.train")
+from instaseg.cli import main
 
-from instaseg.cli import main  # noqa: E402
+from ..checkpoints import save_light_checkpoint
 
 
 def _checkpoint(path, class_names):
-    config = train.ModelConfig(
-        arch="maskrcnn_resnet18_fpn", num_classes=len(class_names), image_size=128, pretrained_backbone=False
-    )
-    torch.manual_seed(0)
-    model = train.build_model(config)
-    payload = {
-        "format": "instaseg-checkpoint",
-        "format_version": 1,
-        "class_names": list(class_names),
-        "model_config": config.to_dict(),
-        "model": model.state_dict(),
-    }
-    torch.save(payload, path)
-    return path
+    return save_light_checkpoint(path, list(class_names), 128)
 
 
 @pytest.mark.slow  # ~40 s on a shared 2-core CPU: predictions and losses of 9 images

@@ -92,36 +92,14 @@ def test_predict_output_evaluates_the_same_as_the_checkpoint_route(tmp_path):
     """End to end: `predict` over a folder (its own image order) then `evaluate --predictions`."""
     import json
 
-    import torch
-
     from instaseg.cli import main
     from instaseg.cli.quickstart import sample_dataset_dir
-    from instaseg.train.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_atomic
-    from instaseg.train.config import ModelConfig, TrainConfig
-    from instaseg.train.model import build_model
 
-    torch.manual_seed(0)  # random weights: detections everywhere at score threshold 0, enough to compare
-    config = ModelConfig(
-        arch="maskrcnn_resnet18_fpn",
-        num_classes=1,
-        image_size=128,
-        pretrained_backbone=False,
-        score_threshold=0.0,
-        detections_per_image=20,
-    )
-    checkpoint = tmp_path / "light.pt"
-    save_atomic(
-        {
-            "format": CHECKPOINT_FORMAT,
-            "format_version": CHECKPOINT_VERSION,
-            "model": build_model(config).state_dict(),
-            "class_names": ["nucleus"],
-            "model_config": config.to_dict(),
-            "train_config": TrainConfig().to_dict(),
-            "epoch": 0,
-            "metrics": {},
-        },
-        checkpoint,
+    from ..checkpoints import save_light_checkpoint
+
+    # Random weights give detections everywhere at score threshold 0: enough to compare the two routes.
+    checkpoint = save_light_checkpoint(
+        tmp_path / "light.pt", ["nucleus"], score_threshold=0.0, detections_per_image=20
     )
     sample = sample_dataset_dir()
     names = sorted(json.load(open(f"{sample}/result.json"))["images"], key=lambda i: i["file_name"])[:3]

@@ -8,38 +8,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from instaseg.images import load_image
-from instaseg.train.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_atomic
-from instaseg.train.config import ModelConfig, TrainConfig
-from instaseg.train.model import build_model
+
+from ..checkpoints import save_light_checkpoint
 
 CLASS_NAMES = ["cell", "debris"]
 IMAGE_SIZE = 128
 
 
 def save_random_checkpoint(path, image_size: int = IMAGE_SIZE, seed: int = 0) -> None:
-    torch.manual_seed(seed)
-    config = ModelConfig(
-        arch="maskrcnn_resnet18_fpn",
-        num_classes=len(CLASS_NAMES),
-        image_size=image_size,
-        pretrained_backbone=False,
-        score_threshold=0.0,
-        detections_per_image=20,
-    )
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "format_version": CHECKPOINT_VERSION,
-        "model": build_model(config).state_dict(),
-        "class_names": CLASS_NAMES,
-        "model_config": config.to_dict(),
-        "train_config": TrainConfig().to_dict(),
-        "epoch": 0,
-        "metrics": {},
-    }
-    save_atomic(payload, path)
+    save_light_checkpoint(path, CLASS_NAMES, image_size, seed, score_threshold=0.0, detections_per_image=20)
 
 
 @pytest.fixture(scope="session")
