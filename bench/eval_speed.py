@@ -25,9 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from instaseg.core import ClassMap, Record, mask_to_rle, masks_to_boxes, rle_to_mask
-from instaseg.evaluate import coco_evaluate, records_to_coco
+from instaseg.core import ClassMap, Record
+from instaseg.evaluate import coco_evaluate
+from instaseg.formats.coco_export import records_to_coco
 from instaseg.formats.load import load_dataset
+from instaseg.masks import mask_to_rle, masks_to_boxes, rle_to_mask
 
 DATASETS = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"
 

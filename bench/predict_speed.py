@@ -30,13 +30,14 @@ import numpy as np
 import torch
 
 from instaseg.core import Instances
-from instaseg.evaluate.cocoeval import coco_evaluate, instances_to_coco_results, records_to_coco
+from instaseg.evaluate.cocoeval import coco_evaluate
+from instaseg.formats.coco_export import instances_to_coco_results, records_to_coco
 from instaseg.formats.load import load_dataset
 from instaseg.images import load_image
-from instaseg.predict import Predictor
-from instaseg.predict.engine import prepare_image
-from instaseg.predict.onnx import export_onnx
-from instaseg.train.checkpoint import load_checkpoint
+from instaseg.model.checkpoint import load_checkpoint
+from instaseg.model.engine import prepare_image
+from instaseg.model.onnx_export import export_onnx
+from instaseg.model.predictor import Predictor
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "dsb2018_nuclei_sample"
 
@@ -92,7 +93,7 @@ def instaseg_way(predictor: Predictor):
         stages["pre"] += t1 - t0
         stages["network"] += t2 - t1
         stages["paste+post"] += t3 - t2
-        return instances.to_instances()
+        return instances
 
     return predict, stages
 
@@ -140,7 +141,7 @@ def run_all(
     for (name, _), total, predictions in zip(paths, seconds, outputs, strict=True):
         results = []
         for record, instances in zip(records, predictions, strict=True):
-            results.extend(instances_to_coco_results(record.image_id, instances))
+            results.extend(instances_to_coco_results(instances, record.image_id))
         metrics = coco_evaluate(gt, results, "segm", max_dets=100)
         rows.append(
             {

@@ -43,9 +43,9 @@ def rss_mb(pid: int) -> float:
 def random_checkpoint(folder: Path) -> Path:
     import torch
 
-    from instaseg.train.checkpoint import library_versions, save_atomic
-    from instaseg.train.config import ModelConfig
-    from instaseg.train.model import build_model
+    from instaseg.model.architectures import build_model
+    from instaseg.model.checkpoint import library_versions, save_atomic
+    from instaseg.model.config import ModelConfig
 
     torch.manual_seed(0)
     config = ModelConfig(

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import torch
 
-from instaseg.cli.train import default_workers
 from instaseg.formats.load import load_dataset
+from instaseg.model.architectures import build_model, compute_losses
+from instaseg.model.config import ModelConfig
 from instaseg.train.augment import build_train_transform
-from instaseg.train.config import ModelConfig, TrainConfig
+from instaseg.train.config import TrainConfig, default_workers
 from instaseg.train.data import DetectionDataset, make_loader
 from instaseg.train.engine import build_optimizer
-from instaseg.train.model import build_model, compute_losses
 
 DSB = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "dsb2018_nuclei_sample"
 

@@ -1,7 +1,8 @@
 """The small types that flow through every stage of instaseg.
 
 - :class:`ClassMap`: class names <-> contiguous labels 1..K (0 is background, torchvision's convention).
-- :class:`Instances`: the dense instances of one image (boxes, masks, labels, optional scores).
+- :class:`Instances`: the instances of one image (boxes, labels, masks dense or box-local, optional
+  scores, the image's size); ground truth and predictions alike.
 - :class:`Annotation` and :class:`Record`: one image of an imported dataset, with its annotations kept
   compact (COCO RLE) so that a dataset of large photos fits in memory; pixels and dense masks are decoded
   only when a sample is used (:meth:`Record.instances`).
@@ -17,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from pycocotools import mask as coco_mask
+
+from .masks import Masks, box_to_mask, rle_area, rle_to_mask
 
 
 @dataclass(frozen=True)
@@ -58,22 +60,25 @@ class ClassMap:
 
 @dataclass
 class Instances:
-    """The instances of one image, dense.
+    """The instances of one image: the type every stage passes on (ground truth and predictions alike).
 
     Attributes:
         boxes: ``(N, 4)`` float32, xyxy pixels.
         labels: ``(N,)`` int64, 1..K.
-        masks: ``(N, H, W)`` bool, or ``None`` when the instances have boxes only.
+        masks: :class:`~instaseg.masks.Masks` (dense ``(N, H, W)`` or box-local crops), or ``None`` when
+            the instances have boxes only. A ``(N, H, W)`` array is accepted and stored dense.
         scores: ``(N,)`` float32 confidences in [0, 1] for predictions; ``None`` for ground truth.
+        image_size: ``(height, width)`` of the image, pixels; taken from ``masks`` when left out.
 
     Validated once on construction; ``instances[keep]`` (boolean or integer index) returns a new
-    ``Instances`` with the selected rows.
+    ``Instances`` with the selected rows, masks in the same storage.
     """
 
     boxes: np.ndarray
     labels: np.ndarray
-    masks: np.ndarray | None = None
+    masks: Masks | None = None
     scores: np.ndarray | None = None
+    image_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
@@ -88,9 +93,15 @@ class Instances:
         if n and ((self.boxes[:, 2] < self.boxes[:, 0]) | (self.boxes[:, 3] < self.boxes[:, 1])).any():
             raise ValueError("boxes must be xyxy with x_max >= x_min and y_max >= y_min")
         if self.masks is not None:
-            self.masks = np.asarray(self.masks).astype(bool, copy=False)
-            if self.masks.ndim != 3 or len(self.masks) != n:
-                raise ValueError(f"masks must be (N, H, W) with N={n}, got shape {self.masks.shape}")
+            if not isinstance(self.masks, Masks):
+                self.masks = Masks.from_dense(self.masks)
+            if len(self.masks) != n:
+                raise ValueError(f"{n} boxes but {len(self.masks)} masks")
+            if self.image_size is not None and tuple(self.image_size) != self.masks.image_size:
+                raise ValueError(f"image_size {tuple(self.image_size)} but masks of {self.masks.image_size}")
+            self.image_size = self.masks.image_size
+        elif self.image_size is not None:
+            self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
         if self.scores is not None:
             self.scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
             if len(self.scores) != n:
@@ -100,7 +111,7 @@ class Instances:
         return len(self.boxes)
 
     def __getitem__(self, index: Any) -> Instances:
-        index = np.asarray(index)
+        index = np.arange(len(self))[index] if isinstance(index, slice) else np.asarray(index)
         if index.dtype != bool:
             index = index.reshape(-1).astype(np.int64)
         return Instances(
@@ -108,44 +119,46 @@ class Instances:
             labels=self.labels[index],
             masks=None if self.masks is None else self.masks[index],
             scores=None if self.scores is None else self.scores[index],
+            image_size=self.image_size,
         )
+
+    @property
+    def has_masks(self) -> bool:
+        return self.masks is not None
+
+    def _masks(self) -> Masks:
+        if self.masks is None:
+            raise ValueError("these instances have boxes only, no masks")
+        return self.masks
+
+    def mask(self, i: int) -> np.ndarray:
+        """The full-size bool mask ``(H, W)`` of instance ``i``."""
+        return self._masks().mask(i)
+
+    def mask_crop(self, i: int) -> tuple[int, int, np.ndarray]:
+        """``(y0, x0, crop)``: a bool crop holding all of instance ``i``'s mask, and its top-left pixel."""
+        return self._masks().crop(i)
+
+    def rle(self, i: int) -> dict:
+        """COCO compressed RLE (``counts`` str) of instance ``i``'s mask at the image's size."""
+        return self._masks().rle(i)
+
+    def areas(self) -> np.ndarray:
+        """``(N,)`` int64 mask areas in pixels (box areas, rounded, for box-only instances)."""
+        if self.masks is None:
+            widths, heights = self.boxes[:, 2] - self.boxes[:, 0], self.boxes[:, 3] - self.boxes[:, 1]
+            return np.round(widths * heights).astype(np.int64)
+        return self.masks.areas()
+
+    def dense_masks(self) -> np.ndarray | None:
+        """``(N, H, W)`` bool masks, or ``None`` for box-only instances (N x H x W bytes of memory)."""
+        return None if self.masks is None else self.masks.to_dense()
 
     @staticmethod
     def empty(height: int | None = None, width: int | None = None) -> Instances:
-        """No instances; with a size, an empty ``(0, H, W)`` mask array too."""
-        masks = None if height is None else np.zeros((0, height, width), dtype=bool)
+        """No instances; with a size, an empty mask storage too."""
+        masks = None if height is None else Masks.empty(height, width)
         return Instances(np.zeros((0, 4), np.float32), np.zeros((0,), np.int64), masks)
-
-
-def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
-    """Tight xyxy boxes ``(N, 4)`` float32 of boolean masks ``(N, H, W)``; all zeros for an empty mask."""
-    boxes = np.zeros((len(masks), 4), dtype=np.float32)
-    for i, mask in enumerate(masks):
-        rows = np.flatnonzero(mask.any(axis=1))
-        cols = np.flatnonzero(mask.any(axis=0))
-        if len(rows):
-            boxes[i] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
-    return boxes
-
-
-def mask_to_rle(mask: np.ndarray) -> dict:
-    """COCO compressed RLE (``{"size": [H, W], "counts": str}``) of one boolean mask ``(H, W)``."""
-    rle = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
-
-
-def rle_to_mask(rle: dict) -> np.ndarray:
-    """Boolean mask ``(H, W)`` of a COCO compressed RLE (``counts`` str or bytes)."""
-    return coco_mask.decode(rle_for_pycocotools(rle)).astype(bool)
-
-
-def polygons_to_rle(polygons: list[list[float]], height: int, width: int) -> dict:
-    """COCO compressed RLE of the union of flat polygons ``[x1, y1, x2, y2, ...]`` in pixels."""
-    rles = coco_mask.frPyObjects([list(map(float, p)) for p in polygons], height, width)
-    rle = coco_mask.merge(rles)
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
 
 
 @dataclass
@@ -178,18 +191,9 @@ class Annotation:
     def area(self) -> float:
         """Mask area in pixels, or the box area for a box-only annotation."""
         if self.rle is not None:
-            return float(coco_mask.area(rle_for_pycocotools(self.rle)))
+            return float(rle_area(self.rle))
         x0, y0, x1, y1 = self.box
         return float((x1 - x0) * (y1 - y0))
-
-
-def rle_for_pycocotools(rle: dict) -> dict:
-    """The same RLE with ``counts`` as bytes, as pycocotools' C functions need (instaseg stores str)."""
-    counts = rle["counts"]
-    return {
-        "size": list(rle["size"]),
-        "counts": counts.encode("ascii") if isinstance(counts, str) else counts,
-    }
 
 
 @dataclass
@@ -219,39 +223,18 @@ class Record:
     def instances(self, crowd: bool = False) -> Instances:
         """Dense instances at the image's size; crowd regions only when ``crowd`` is true.
 
-        Masks are ``None`` when no annotation has a mask; a box-only annotation among masked ones gets
-        its box filled as mask.
+        Masks (dense) are ``None`` when no annotation has a mask; a box-only annotation among masked ones
+        gets its filled box as mask (:func:`~instaseg.masks.box_to_mask`, the rule training and evaluation
+        share). ``image_size`` is the record's.
         """
         annotations = [a for a in self.annotations if crowd or not a.iscrowd]
         boxes = np.array([a.box for a in annotations], dtype=np.float32).reshape(-1, 4)
         labels = np.array([a.label for a in annotations], dtype=np.int64)
         if not any(a.has_mask for a in annotations):
-            return Instances(boxes, labels, None)
+            return Instances(boxes, labels, None, image_size=(self.height, self.width))
         masks = np.zeros((len(annotations), self.height, self.width), dtype=bool)
         for i, a in enumerate(annotations):
-            if a.rle is not None:
-                masks[i] = rle_to_mask(a.rle)
-            else:
-                x0, y0, x1, y1 = (int(round(v)) for v in a.box)
-                masks[i, y0:y1, x0:x1] = True
+            masks[i] = (
+                rle_to_mask(a.rle) if a.rle is not None else box_to_mask(a.box, self.height, self.width)
+            )
         return Instances(boxes, labels, masks)
-
-
-def mask_to_polygons(mask: np.ndarray, min_points: int = 3) -> list[list[float]]:
-    """Outer boundary of each connected region of a boolean mask ``(H, W)`` as flat pixel polygons.
-
-    Traces the pixel edges (not the pixel centres) so that rasterising the polygons with COCO's
-    ``frPyObjects`` gives back the same pixels for hole-free regions; holes are filled.
-    Returns ``[[x1, y1, x2, y2, ...], ...]`` in pixels, one list per region.
-    """
-    import cv2
-
-    # At 2x nearest-neighbour scale, boundary sub-pixel centres + 0.5 map exactly onto pixel edges.
-    upscaled = np.kron(np.asarray(mask, dtype=np.uint8), np.ones((2, 2), np.uint8))
-    contours, _ = cv2.findContours(upscaled, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    polygons = []
-    for contour in contours:
-        if len(contour) >= min_points:
-            points = (contour.reshape(-1, 2).astype(np.float64) + 0.5) / 2.0
-            polygons.append(points.reshape(-1).tolist())
-    return polygons

@@ -28,6 +28,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from .model.device import resolve_device
+
 # The variables torchrun sets for each process; MASTER_* tell the processes where to meet.
 LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 # Set by tests only: a folder where each rank writes a JSON line per training batch (see StepTrace).
@@ -121,15 +123,19 @@ class Distributed:
 
 
 def _resolve_device(name: str, local_rank: int) -> torch.device:
-    name = "cuda" if name.startswith("cuda:") else name  # each process takes the GPU of its LOCAL_RANK
-    if name == "mps":
+    """This process's device: :func:`~instaseg.model.device.resolve_device`'s choice, with each process
+    taking the GPU of its ``LOCAL_RANK`` (a ``cuda:N`` given is read as ``cuda``) and MPS refused."""
+    name = "cuda" if name.startswith("cuda:") else name
+    try:
+        chosen = resolve_device(name)
+    except ValueError as e:
+        raise DistributedError(str(e)) from None
+    if chosen.type == "mps":
         raise DistributedError(
             "several processes on MPS are not supported by torch.distributed; use --device cpu"
         )
-    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise DistributedError("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu")
+    if chosen.type == "cpu":
+        return chosen
     count = torch.cuda.device_count()
     if local_rank >= count:
         raise DistributedError(

@@ -1,13 +1,9 @@
 """Pictures of predictions: overlay, binary union mask, per-instance masks, R/G/B masked image, id image.
 
-Every function takes an RGB uint8 image ``(H, W, 3)`` and/or the instances of that image and returns a
-new array; the caller's arrays are never drawn on.
-
-The instances are either :class:`~instaseg.core.Instances` (dense boolean masks ``(N, H, W)``) or any
-object with the same ``boxes``/``labels``/``scores`` attributes and a ``pieces()`` method that yields, per
-instance, ``(y0, x0, crop)``: a boolean crop ``(h, w)`` whose top-left pixel is ``(y0, x0)`` of the image
-(``instaseg.predict.crops.CroppedInstances`` is one). The crop form lets a 8640x8640 photo with a hundred
-instances be drawn without a hundred full-size masks in memory.
+Every function takes an RGB uint8 image ``(H, W, 3)`` and/or the :class:`~instaseg.core.Instances` of that
+image and returns a new array; the caller's arrays are never drawn on. Masks are read as box-local crops
+(:meth:`~instaseg.core.Instances.mask_crop`), whatever their storage, so a 8640x8640 photo with a hundred
+instances is drawn without a hundred full-size masks in memory. Pictures are at ``instances.image_size``.
 
 Coordinates are pixels, boxes xyxy with exclusive ``x_max``/``y_max`` (see :mod:`instaseg.core`).
 """
@@ -36,60 +32,55 @@ def instance_colors(count: int) -> np.ndarray:
     return colors
 
 
-def mask_pieces(instances) -> Iterator[MaskPiece]:
-    """Per instance, ``(y0, x0, crop)``: the smallest crop of its mask that holds all its pixels.
-
-    An empty mask yields a ``(0, 0)`` crop. Instances without masks yield nothing.
-    """
-    if not isinstance(instances, Instances):
-        yield from instances.pieces()
-        return
-    if instances.masks is None:
-        return
-    for mask in instances.masks:
-        rows = np.flatnonzero(mask.any(axis=1))
-        if not len(rows):
-            yield 0, 0, np.zeros((0, 0), dtype=bool)
-            continue
-        cols = np.flatnonzero(mask[rows[0] : rows[-1] + 1].any(axis=0))
-        y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-        yield int(y0), int(x0), mask[y0:y1, x0:x1]
+def mask_pieces(instances: Instances) -> list[MaskPiece]:
+    """Per instance, ``(y0, x0, crop)``: a bool crop holding all of its mask (``(0, 0)`` when empty); an
+    empty list for instances without masks."""
+    if not instances.has_masks:
+        return []
+    return [instances.mask_crop(i) for i in range(len(instances))]
 
 
-def binary_mask(instances, height: int, width: int) -> np.ndarray:
+def _size(instances: Instances) -> tuple[int, int]:
+    if instances.image_size is None:
+        raise ValueError("the instances carry no image_size; give Instances(..., image_size=(H, W))")
+    return instances.image_size
+
+
+def binary_mask(instances: Instances) -> np.ndarray:
     """Union of the instance masks: ``(H, W)`` uint8, 255 on any instance, 0 elsewhere."""
-    out = np.zeros((height, width), dtype=np.uint8)
+    out = np.zeros(_size(instances), dtype=np.uint8)
     for y0, x0, crop in mask_pieces(instances):
         h, w = crop.shape
         out[y0 : y0 + h, x0 : x0 + w][crop] = 255
     return out
 
 
-def instance_mask_images(instances, height: int, width: int) -> Iterator[np.ndarray]:
+def instance_mask_images(instances: Instances) -> Iterator[np.ndarray]:
     """One ``(H, W)`` uint8 image per instance (255 on it, 0 elsewhere), made one at a time."""
+    size = _size(instances)
     for y0, x0, crop in mask_pieces(instances):
-        out = np.zeros((height, width), dtype=np.uint8)
+        out = np.zeros(size, dtype=np.uint8)
         h, w = crop.shape
         out[y0 : y0 + h, x0 : x0 + w][crop] = 255
         yield out
 
 
-def _paint_order(instances) -> np.ndarray:
+def _paint_order(instances: Instances) -> np.ndarray:
     """Indices from the lowest to the highest score, so that where instances overlap the best one shows."""
-    n = len(instances.boxes)
+    n = len(instances)
     if instances.scores is None:
         return np.arange(n)
     return np.argsort(instances.scores, kind="stable")
 
 
-def instance_id_image(instances, height: int, width: int) -> np.ndarray:
+def instance_id_image(instances: Instances) -> np.ndarray:
     """``(H, W)`` image of instance ids: 0 background, ``i + 1`` for instance ``i`` (in the given order).
 
     Where instances overlap, the higher-scored one wins. dtype uint8 when N <= 255, else uint16.
     """
-    n = len(instances.boxes)
-    out = np.zeros((height, width), dtype=np.uint8 if n <= 255 else np.uint16)
-    pieces = list(mask_pieces(instances))
+    n = len(instances)
+    out = np.zeros(_size(instances), dtype=np.uint8 if n <= 255 else np.uint16)
+    pieces = mask_pieces(instances)
     for i in _paint_order(instances):
         y0, x0, crop = pieces[i]
         h, w = crop.shape
@@ -97,12 +88,11 @@ def instance_id_image(instances, height: int, width: int) -> np.ndarray:
     return out
 
 
-def rgb_masked_image(instances, height: int, width: int) -> np.ndarray:
+def rgb_masked_image(instances: Instances) -> np.ndarray:
     """The instances coloured on black: ``(H, W, 3)`` uint8 RGB, instance ``i`` in ``instance_colors(N)[i]``."""
-    n = len(instances.boxes)
-    colors = instance_colors(n)
-    out = np.zeros((height, width, 3), dtype=np.uint8)
-    pieces = list(mask_pieces(instances))
+    colors = instance_colors(len(instances))
+    out = np.zeros((*_size(instances), 3), dtype=np.uint8)
+    pieces = mask_pieces(instances)
     for i in _paint_order(instances):
         y0, x0, crop = pieces[i]
         h, w = crop.shape
@@ -161,7 +151,7 @@ def label_rectangle(
 
 def draw_overlay(
     image: np.ndarray,
-    instances,
+    instances: Instances,
     class_map: ClassMap | None = None,
     style: OverlayStyle | None = None,
     boxes: bool = True,
@@ -171,7 +161,7 @@ def draw_overlay(
 
     Args:
         image: RGB uint8 ``(H, W, 3)``; not modified.
-        instances: predictions or ground truth of this image (see the module docstring).
+        instances: predictions or ground truth of this image (masks optional).
         class_map: names for the labels; numbers are shown without it.
         style: sizes; by default scaled to the image (:meth:`OverlayStyle.for_size`).
         boxes, labels: whether to draw the boxes and the label/score tags. ``labels=None`` (default) tags
@@ -186,12 +176,36 @@ def draw_overlay(
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"draw_overlay needs an RGB uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
     height, width = image.shape[:2]
+    if instances.image_size is not None and instances.image_size != (height, width):
+        raise ValueError(
+            f"instances of a {instances.image_size} (H, W) image drawn on a {(height, width)} one"
+        )
     out = image.copy()
     style = style or OverlayStyle.for_size(height, width)
-    n = len(instances.boxes)
-    colors = instance_colors(n)
-    pieces = list(mask_pieces(instances))
+    colors = instance_colors(len(instances))
     order = _paint_order(instances)
+    _tint_masks(out, mask_pieces(instances), order, colors, style)
+    for i in order:
+        color = tuple(int(c) for c in colors[i])
+        box = instances.boxes[i]
+        if boxes:
+            x0, y0 = int(round(box[0])), int(round(box[1]))
+            x1, y1 = int(round(box[2])) - 1, int(round(box[3])) - 1  # inclusive corners for OpenCV
+            cv2.rectangle(out, (x0, y0), (max(x0, x1), max(y0, y1)), color, style.thickness)
+        if labels or labels is None:
+            score = None if instances.scores is None else float(instances.scores[i])
+            text = label_text(instances.labels[i], score, class_map)
+            rectangle = label_rectangle(box, text, style, height, width)
+            if labels is None and (box[2] - box[0]) * 2 < rectangle[2] - rectangle[0]:
+                continue
+            _draw_tag(out, rectangle, text, color, style)
+    return out
+
+
+def _tint_masks(
+    out: np.ndarray, pieces: list[MaskPiece], order: np.ndarray, colors: np.ndarray, style: OverlayStyle
+) -> None:
+    """Blend each mask's colour into ``out`` (in place) and outline the mask inside its own pixels."""
     kernel = np.ones((2 * style.thickness + 1,) * 2, np.uint8)
     for i in order if pieces else ():
         y0, x0, crop = pieces[i]
@@ -205,43 +219,26 @@ def draw_overlay(
         region[crop] = np.round(tinted).astype(np.uint8)
         # Outline inside the mask (mask minus its erosion), so nothing outside the mask changes.
         padded = np.pad(crop.astype(np.uint8), style.thickness)
-        inner = cv2.erode(padded, kernel)[
-            style.thickness : -style.thickness, style.thickness : -style.thickness
-        ]
+        t = style.thickness
+        inner = cv2.erode(padded, kernel)[t:-t, t:-t]
         region[crop & ~inner.astype(bool)] = colors[i]
-    for i in order:
-        color = tuple(int(c) for c in colors[i])
-        box = instances.boxes[i]
-        if boxes:
-            x0, y0 = int(round(box[0])), int(round(box[1]))
-            x1, y1 = int(round(box[2])) - 1, int(round(box[3])) - 1  # inclusive corners for OpenCV
-            cv2.rectangle(out, (x0, y0), (max(x0, x1), max(y0, y1)), color, style.thickness)
-        if labels or labels is None:
-            score = None if instances.scores is None else float(instances.scores[i])
-            text = label_text(instances.labels[i], score, class_map)
-            rx0, ry0, rx1, ry1 = label_rectangle(box, text, style, height, width)
-            if labels is None and (box[2] - box[0]) * 2 < rx1 - rx0:
-                continue
-            out[ry0:ry1, rx0:rx1] = color
-            luminance = 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]
-            ink = (0, 0, 0) if luminance > 140 else (255, 255, 255)
-            _, baseline = cv2.getTextSize(
-                text, cv2.FONT_HERSHEY_SIMPLEX, style.font_scale, style.font_thickness
-            )
-            pad = max(1, style.thickness)
-            # Draw on a view of the rectangle so that glyphs can never spill outside it.
-            tag = out[ry0:ry1, rx0:rx1]
-            cv2.putText(
-                tag,
-                text,
-                (pad, tag.shape[0] - pad - baseline),
-                cv2.FONT_HERSHEY_SIMPLEX,
-                style.font_scale,
-                ink,
-                style.font_thickness,
-                cv2.LINE_AA,
-            )
-    return out
+
+
+def _draw_tag(
+    out: np.ndarray, rectangle: tuple[int, int, int, int], text: str, color: tuple, style: OverlayStyle
+) -> None:
+    """A filled label rectangle in ``color`` with ``text`` in black or white, whichever reads better."""
+    rx0, ry0, rx1, ry1 = rectangle
+    out[ry0:ry1, rx0:rx1] = color
+    luminance = 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]
+    ink = (0, 0, 0) if luminance > 140 else (255, 255, 255)
+    _, baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, style.font_scale, style.font_thickness)
+    pad = max(1, style.thickness)
+    tag = out[ry0:ry1, rx0:rx1]  # drawn on a view of the rectangle so glyphs never spill outside it
+    origin = (pad, tag.shape[0] - pad - baseline)
+    cv2.putText(
+        tag, text, origin, cv2.FONT_HERSHEY_SIMPLEX, style.font_scale, ink, style.font_thickness, cv2.LINE_AA
+    )
 
 
 def encode_png(array: np.ndarray) -> bytes:

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from instaseg.core import mask_to_polygons
+from instaseg.masks import mask_to_polygons
 
 
 def main(source: Path, out: Path) -> None:

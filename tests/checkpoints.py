@@ -6,9 +6,10 @@ from pathlib import Path
 
 import torch
 
-from instaseg.train.checkpoint import checkpoint_header, save_atomic
-from instaseg.train.config import ModelConfig, TrainConfig
-from instaseg.train.model import build_model
+from instaseg.model.architectures import build_model
+from instaseg.model.checkpoint import checkpoint_header, save_atomic
+from instaseg.model.config import ModelConfig
+from instaseg.train.config import TrainConfig
 
 
 def save_light_checkpoint(

@@ -42,3 +42,34 @@ def test_quickstart_runs_the_whole_pipeline(tmp_path):
     assert len(overlays) == len(splits["test"]) == 9
     assert Image.open(overlays[0]).size == (256, 256)
     assert (out / "model" / "best.pt").is_file() and (out / "model" / "loss_curve.png").is_file()
+    _check_predict_then_evaluate_scores_as_evaluate(out, report, splits, tmp_path)
+
+
+def _check_predict_then_evaluate_scores_as_evaluate(out, report: dict, splits: dict, tmp_path) -> None:
+    """The quickstart's trained model: `predict --save json` on the test images, then `evaluate
+    --predictions`, gives the AP `evaluate CHECKPOINT` reported (one prediction path, one converter)."""
+    from instaseg.cli import main
+    from instaseg.cli.quickstart import DETECTIONS, sample_dataset_dir
+
+    sample = sample_dataset_dir()
+    checkpoint = str(out / "model" / "best.pt")
+    threshold = str(torch_load_header(checkpoint)["model_config"]["score_threshold"])  # as evaluate uses
+    images = [f"{sample}/{name}" for name in splits["test"]]
+    predicted = tmp_path / "predicted"
+    common = ["--score-threshold", threshold, "--threads", "2"]
+    assert main(["predict", checkpoint, *images, "--out", str(predicted), "--save", "json", *common]) == 0
+    evaluation = tmp_path / "by-file"
+    arguments = ["--split", "test", "--splits", str(out / "splits.json"), "--max-dets", str(DETECTIONS)]
+    predictions = str(predicted / "predictions.json")
+    assert main(["evaluate", "--predictions", predictions, sample, *arguments, "--out", str(evaluation)]) == 0
+    by_file = json.loads((evaluation / "report.json").read_text())
+    assert by_file["predictions"] == report["predictions"] > 0
+    for kind in ("segm", "bbox"):
+        for name in ("AP", "AP50", "AP75"):
+            assert by_file[kind][name] == pytest.approx(report[kind][name], abs=1e-6), (kind, name)
+
+
+def torch_load_header(path: str) -> dict:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)

@@ -9,6 +9,7 @@ import pytest
 from instaseg.core import ClassMap, Instances
 from instaseg.formats.load import load_dataset
 from instaseg.images import load_image
+from instaseg.masks import Masks
 from instaseg.render import (
     OverlayStyle,
     binary_mask,
@@ -26,38 +27,43 @@ from instaseg.render import (
 CLASSES = ClassMap(("nucleus",))
 
 
-@pytest.fixture(scope="module")
-def nuclei(datasets):
-    """(image (H, W, 3) uint8, Instances with masks and scores) of the first DSB image with >= 10 nuclei."""
+@pytest.fixture(scope="module", params=["dense", "crops"])
+def nuclei(datasets, request):
+    """(image (H, W, 3) uint8, Instances with masks and scores) of the first DSB image with >= 10 nuclei;
+    the masks stored dense, or as box-local crops as predictions store them (the pictures must not differ)."""
     dataset = load_dataset(str(datasets / "dsb2018_nuclei_sample"))
     record = next(r for r in dataset.records if len(r.annotations) >= 10)
     truth = record.instances()
     rng = np.random.default_rng(0)
     scores = rng.uniform(0.5, 1.0, len(truth)).astype(np.float32)
-    return load_image(record.image), Instances(truth.boxes, truth.labels, truth.masks, scores)
+    masks = truth.masks
+    if request.param == "crops":
+        pieces = [truth.mask_crop(i) for i in range(len(truth))]
+        masks = Masks.from_crops([c for _, _, c in pieces], [(y, x) for y, x, _ in pieces], *truth.image_size)
+    return load_image(record.image), Instances(truth.boxes, truth.labels, masks, scores)
 
 
 def test_binary_mask_is_the_union(nuclei):
     image, instances = nuclei
     h, w = image.shape[:2]
-    out = binary_mask(instances, h, w)
+    out = binary_mask(instances)
     assert out.dtype == np.uint8 and out.shape == (h, w)
     assert set(np.unique(out)) <= {0, 255}
-    np.testing.assert_array_equal(out == 255, instances.masks.any(axis=0))
+    np.testing.assert_array_equal(out == 255, instances.dense_masks().any(axis=0))
 
 
 def test_id_image_has_one_id_per_instance(nuclei):
     image, instances = nuclei
     h, w = image.shape[:2]
-    ids = instance_id_image(instances, h, w)
+    ids = instance_id_image(instances)
     assert ids.dtype == np.uint8
     present = set(np.unique(ids)) - {0}
     assert present == set(range(1, len(instances) + 1))
-    assert np.array_equal(ids > 0, instances.masks.any(axis=0))
+    assert np.array_equal(ids > 0, instances.dense_masks().any(axis=0))
     # Where two masks overlap the higher-scored instance's id is shown.
     for i in range(len(instances)):
         own = ids == i + 1
-        assert instances.masks[i][own].all()
+        assert instances.mask(i)[own].all()
 
 
 def test_id_image_overlap_keeps_best_score():
@@ -65,7 +71,7 @@ def test_id_image_overlap_keeps_best_score():
     masks[0, 2:8, 2:8] = True
     masks[1, 4:9, 4:9] = True
     instances = Instances([[2, 2, 8, 8], [4, 4, 9, 9]], [1, 1], masks, [0.3, 0.9])
-    ids = instance_id_image(instances, 10, 10)
+    ids = instance_id_image(instances)
     assert ids[5, 5] == 2 and ids[2, 2] == 1 and ids[8, 8] == 2
 
 
@@ -75,7 +81,7 @@ def test_id_image_is_16_bit_over_255_instances():
     for i in range(n):
         masks[i].flat[i] = True
     instances = Instances(np.tile([0, 0, 1, 1], (n, 1)), np.ones(n), masks)
-    ids = instance_id_image(instances, 20, 20)
+    ids = instance_id_image(instances)
     assert ids.dtype == np.uint16 and ids.max() == n and len(np.unique(ids)) == n + 1
     decoded = cv2.imdecode(np.frombuffer(encode_png(ids), np.uint8), cv2.IMREAD_UNCHANGED)
     np.testing.assert_array_equal(decoded, ids)
@@ -84,12 +90,12 @@ def test_id_image_is_16_bit_over_255_instances():
 def test_rgb_masked_image_colours_instances_on_black(nuclei):
     image, instances = nuclei
     h, w = image.shape[:2]
-    out = rgb_masked_image(instances, h, w)
-    union = instances.masks.any(axis=0)
+    out = rgb_masked_image(instances)
+    union = instances.dense_masks().any(axis=0)
     assert (out[~union] == 0).all()
     assert (out[union].max(axis=1) > 0).all()
     colors = instance_colors(len(instances))
-    ids = instance_id_image(instances, h, w)
+    ids = instance_id_image(instances)
     for i in range(len(instances)):
         assert (out[ids == i + 1] == colors[i]).all()
 
@@ -97,14 +103,14 @@ def test_rgb_masked_image_colours_instances_on_black(nuclei):
 def test_instance_mask_images_one_per_instance(nuclei):
     image, instances = nuclei
     h, w = image.shape[:2]
-    images = list(instance_mask_images(instances, h, w))
+    images = list(instance_mask_images(instances))
     assert len(images) == len(instances)
-    for mask, out in zip(instances.masks, images, strict=True):
+    for mask, out in zip(instances.dense_masks(), images, strict=True):
         np.testing.assert_array_equal(out == 255, mask)
 
 
 def _allowed_region(instances, style, h, w, boxes=True, labels=True):
-    allowed = instances.masks.any(axis=0).copy()
+    allowed = instances.dense_masks().any(axis=0).copy()
     t = style.thickness
     for i, box in enumerate(instances.boxes):
         x0, y0, x1, y1 = (int(round(v)) for v in box)
@@ -133,7 +139,7 @@ def test_overlay_changes_only_masks_boxes_and_labels(nuclei, boxes, labels):
     allowed = _allowed_region(instances, style, h, w, boxes, labels)
     assert not (changed & ~allowed).any()
     # Every instance is visibly tinted: most of its pixels changed.
-    for mask in instances.masks:
+    for mask in instances.dense_masks():
         assert changed[mask].mean() > 0.5
 
 
@@ -152,7 +158,7 @@ def test_overlay_style_scales_with_image_size():
 def test_crop_pieces_match_dense_masks(nuclei):
     image, instances = nuclei
     h, w = image.shape[:2]
-    for (y0, x0, crop), mask in zip(mask_pieces(instances), instances.masks, strict=True):
+    for (y0, x0, crop), mask in zip(mask_pieces(instances), instances.dense_masks(), strict=True):
         full = np.zeros((h, w), bool)
         full[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop
         np.testing.assert_array_equal(full, mask)
@@ -167,5 +173,5 @@ def test_empty_instances_give_blank_outputs():
     image = np.full((8, 8, 3), 7, np.uint8)
     empty = Instances.empty(8, 8)
     np.testing.assert_array_equal(draw_overlay(image, empty), image)
-    assert binary_mask(empty, 8, 8).max() == 0 and instance_id_image(empty, 8, 8).max() == 0
-    assert rgb_masked_image(empty, 8, 8).max() == 0
+    assert binary_mask(empty).max() == 0 and instance_id_image(empty).max() == 0
+    assert rgb_masked_image(empty).max() == 0

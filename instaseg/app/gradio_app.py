@@ -22,6 +22,8 @@ import gradio as gr
 import numpy as np
 
 from .. import render
+from ..core import ClassMap, Instances
+from ..formats.coco_export import instances_to_coco_results
 from .service import DEFAULT_MAX_PIXELS, InputError, ModelService, decode_upload
 
 STYLES = ("overlay", "binary", "rgb")
@@ -29,19 +31,18 @@ TABLE_HEADERS = ["id", "class", "score", "area", "x_min", "y_min", "x_max", "y_m
 KEPT_DOWNLOADS = 64  # request folders kept on disk; Gradio serves its own copies of the files
 
 
-def render_style(image: np.ndarray, instances, style: str, class_map) -> np.ndarray:
+def render_style(image: np.ndarray, instances: Instances, style: str, class_map: ClassMap) -> np.ndarray:
     """The output picture of one style: RGB uint8 ``(H, W, 3)`` at the image's size."""
-    height, width = image.shape[:2]
     if style == "overlay":
         return render.draw_overlay(image, instances, class_map)
     if style == "binary":
-        return np.repeat(render.binary_mask(instances, height, width)[:, :, None], 3, axis=2)
+        return np.repeat(render.binary_mask(instances)[:, :, None], 3, axis=2)
     if style == "rgb":
-        return render.rgb_masked_image(instances, height, width)
+        return render.rgb_masked_image(instances)
     raise ValueError(f"unknown output style {style!r}; valid: {', '.join(STYLES)}")
 
 
-def detections_table(instances, class_map) -> list[list]:
+def detections_table(instances: Instances, class_map: ClassMap) -> list[list]:
     """Rows ``[id, class, score, area px, x_min, y_min, x_max, y_max]`` (box xyxy pixels), by score."""
     areas = instances.areas()
     return [
@@ -56,20 +57,19 @@ def detections_table(instances, class_map) -> list[list]:
     ]
 
 
-def predictions_json(instances, class_map, file_name: str) -> dict:
-    """COCO-like predictions of one image: boxes ``[x, y, w, h]`` pixels, masks as COCO compressed RLE."""
-    objects = []
-    for i in range(len(instances)):
-        x0, y0, x1, y1 = (float(v) for v in instances.boxes[i])
-        objects.append(
-            {
-                "class": class_map.name(int(instances.labels[i])),
-                "score": float(instances.scores[i]),
-                "bbox": [x0, y0, x1 - x0, y1 - y0],
-                "segmentation": instances.rle(i),
-            }
-        )
-    return {"image": file_name, "width": instances.width, "height": instances.height, "instances": objects}
+def predictions_json(instances: Instances, class_map: ClassMap, file_name: str) -> dict:
+    """One image's predictions as COCO results (:func:`~instaseg.formats.coco_export.instances_to_coco_results`,
+    the converter of ``instaseg predict --save json``) with the image's name, size and the categories."""
+    height, width = instances.image_size
+    categories = [{"id": i + 1, "name": n} for i, n in enumerate(class_map.names)]
+    results = instances_to_coco_results(instances)
+    return {
+        "image": file_name,
+        "width": width,
+        "height": height,
+        "categories": categories,
+        "results": results,
+    }
 
 
 class DemoHandler:
@@ -111,7 +111,7 @@ class DemoHandler:
         folder = self._new_folder()
         stem = Path(name).stem
         masks_path = folder / f"{stem}_masks.png"
-        ids = render.instance_id_image(instances, image.shape[0], image.shape[1])
+        ids = render.instance_id_image(instances)
         masks_path.write_bytes(render.encode_png(ids))
         json_path = folder / f"{stem}_predictions.json"
         json_path.write_text(json.dumps(predictions_json(instances, self.service.class_map, name)))

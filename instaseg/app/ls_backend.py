@@ -6,7 +6,8 @@ Routes (Label Studio's ML backend protocol):
 - ``POST /setup`` ``{project, schema, hostname, access_token, model_version}`` -> ``{"model_version"}``:
   remembers the project's server and token (used to fetch its task images);
 - ``POST /predict`` ``{tasks, project, label_config}`` -> ``{"results": [{result, score, model_version}]}``,
-  one prediction per task, regions as polygons in percent or brush RLE (:mod:`.ls_protocol`);
+  one prediction per task, regions as polygons in percent or brush RLE
+  (:func:`instaseg.formats.labelstudio_export.instances_to_label_studio_regions`);
 - ``POST /webhook`` ``{action, ...}`` -> ``{"status": "ok"}``: annotation events are counted (training
   from them is not implemented; retrain with ``instaseg pull-label-studio`` + ``instaseg train``).
 
@@ -29,8 +30,9 @@ from urllib.parse import urlsplit
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from ..formats.labelstudio_export import instances_to_label_studio_regions, label_studio_prediction
 from .ls_client import LabelStudioClient, LabelStudioError
-from .ls_protocol import LabelConfigError, instances_to_regions, parse_label_config, prediction
+from .ls_protocol import LabelConfigError, parse_label_config
 from .service import InputError, ModelService, decode_upload
 
 logger = logging.getLogger("instaseg.ls_backend")
@@ -145,8 +147,11 @@ def create_backend(
         except InputError as e:
             raise RequestProblem(424, str(e)) from None
         instances = service.predict(image)
-        regions = instances_to_regions(instances, target, service.class_map)
-        return prediction(regions, service.version)
+        names = target.label_for(service.class_map)
+        regions = instances_to_label_studio_regions(
+            instances, names, target.kind, target.from_name, target.to_name
+        )
+        return label_studio_prediction(regions, service.version)
 
     @app.get("/health")
     @app.get("/")

@@ -3,20 +3,17 @@
 - :func:`parse_label_config`: a project's XML label config -> :class:`LabelTarget` (the ``PolygonLabels``
   or ``BrushLabels`` tag to fill: its ``from_name``, the ``Image`` tag it points at, the data key holding
   the image URL, and its label values).
-- :func:`instances_to_regions`: predicted :class:`~instaseg.core.Instances` -> Label Studio result regions,
-  polygons in percent of the image size (``x / W * 100``) or brush RLE (:mod:`instaseg.formats.brush`).
+
+The regions themselves are written by :func:`instaseg.formats.labelstudio_export.instances_to_label_studio_regions`
+(the converter ``instaseg predict --save label-studio`` uses too) with the target found here.
 """
 
 from __future__ import annotations
 
-import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-import numpy as np
-
-from ..core import ClassMap, Instances, mask_to_polygons
-from ..formats.brush import mask_to_brush_rle
+from ..core import ClassMap
 
 # Control tag name -> the result ``type`` Label Studio expects for it.
 SUPPORTED_CONTROLS = {"PolygonLabels": "polygonlabels", "BrushLabels": "brushlabels"}
@@ -102,72 +99,3 @@ def parse_label_config(config: str) -> LabelTarget:
         "the label config has no <PolygonLabels> or <BrushLabels> with <Label> values pointing (toName) at an "
         f'<Image value="$...">; found: {found or "no labels tags"}'
     )
-
-
-def _largest_polygon(mask: np.ndarray) -> list[float] | None:
-    polygons = mask_to_polygons(mask)
-    if not polygons:
-        return None
-
-    def area(flat: list[float]) -> float:  # shoelace formula
-        x, y = np.asarray(flat[0::2]), np.asarray(flat[1::2])
-        return 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
-
-    return max(polygons, key=area)
-
-
-def instances_to_regions(instances, target: LabelTarget, class_map: ClassMap) -> list[dict]:
-    """Label Studio result regions for predicted instances with masks and scores.
-
-    ``instances`` is :class:`~instaseg.core.Instances` with masks ``(N, H, W)`` or
-    :class:`~instaseg.predict.CroppedInstances` (full-size masks are made one at a time).
-    One region per instance whose mask is non-empty and whose class is in the config: polygons (the
-    outline of the mask's largest connected part, points ``[[x%, y%], ...]`` with ``x% = x / W * 100``)
-    or brush RLE at the image's size. Each region carries ``score``, ``original_width``/``_height``.
-    """
-    if isinstance(instances, Instances):
-        if instances.masks is None:
-            raise ValueError("instances_to_regions needs instances with masks")
-        height, width = instances.masks.shape[1:]
-        mask_of = instances.masks.__getitem__
-    else:
-        height, width, mask_of = instances.height, instances.width, instances.mask
-    label_for = target.label_for(class_map)
-    regions = []
-    for i in range(len(instances)):
-        name = label_for.get(int(instances.labels[i]))
-        mask = mask_of(i)
-        if name is None or not mask.any():
-            continue
-        score = float(instances.scores[i]) if instances.scores is not None else 1.0
-        if target.kind == "polygonlabels":
-            polygon = _largest_polygon(mask)
-            if polygon is None:
-                continue
-            points = [
-                [x / width * 100.0, y / height * 100.0]
-                for x, y in zip(polygon[0::2], polygon[1::2], strict=True)
-            ]
-            value = {"points": points, "closed": True, "polygonlabels": [name]}
-        else:
-            value = {"format": "rle", "rle": mask_to_brush_rle(mask), "brushlabels": [name]}
-        regions.append(
-            {
-                "id": uuid.uuid4().hex[:10],
-                "from_name": target.from_name,
-                "to_name": target.to_name,
-                "type": target.kind,
-                "original_width": int(width),
-                "original_height": int(height),
-                "image_rotation": 0,
-                "value": value,
-                "score": score,
-            }
-        )
-    return regions
-
-
-def prediction(regions: list[dict], model_version: str) -> dict:
-    """One task's prediction: ``{"result": regions, "score": mean region score, "model_version": ...}``."""
-    score = float(np.mean([r["score"] for r in regions])) if regions else 0.0
-    return {"result": regions, "score": score, "model_version": model_version}

@@ -10,12 +10,10 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs, unquote, urlsplit
 
 from .. import storage
+from ..formats.labelstudio_json import image_reference, task_image_field
 from .ls_client import LabelStudioClient, LabelStudioError
-
-IMAGE_KEYS = ("image", "img", "photo", "picture", "url")
 
 
 @dataclass
@@ -28,25 +26,12 @@ class PullResult:
     failed: list[str] = field(default_factory=list)
 
 
-def task_image_url(task: dict) -> str | None:
-    """The task's image URL: ``data.image`` (or another common key, or the only string value)."""
-    data = task.get("data") if isinstance(task, dict) else None
-    if not isinstance(data, dict):
-        return None
-    for key in IMAGE_KEYS:
-        if isinstance(data.get(key), str) and data[key]:
-            return data[key]
-    strings = [v for v in data.values() if isinstance(v, str) and v]
-    return strings[0] if len(strings) == 1 else None
-
-
 def image_file_name(url: str) -> str:
-    """The local file name of a task image URL: the last path part (``?d=`` for local-file URLs)."""
-    parts = urlsplit(url)
-    path = parts.path
-    if "d" in parse_qs(parts.query):
-        path = parse_qs(parts.query)["d"][0]
-    name = posixpath.basename(unquote(path))
+    """The local file name of a task image reference: the file name of what
+    :func:`~instaseg.formats.labelstudio_json.image_reference` finds in it (``?d=``, ``fileuri``,
+    ``filepath``, upload paths, URLs), which the importer matches by name."""
+    reference, _ = image_reference(url)
+    name = posixpath.basename(reference.replace("\\", "/"))
     if not name or name in (".", ".."):
         raise LabelStudioError(f"cannot derive a file name from the image URL {url!r}")
     return name
@@ -68,7 +53,7 @@ def pull_project(
     result = PullResult(export=storage.join(out, "result.json"), tasks=len(tasks), images=0)
     seen: set[str] = set()
     for done, task in enumerate(tasks, 1):
-        url = task_image_url(task)
+        url = task_image_field(task.get("data") if isinstance(task, dict) else None)
         if url is None:
             result.failed.append(f"task {task.get('id')}: no image URL in data")
             continue

@@ -1,6 +1,6 @@
 """What the Gradio app and the Label Studio backend share: the model loaded once, and checked image input.
 
-:class:`ModelService` wraps a :class:`~instaseg.predict.Predictor` (a checkpoint or an ONNX file) behind a
+:class:`ModelService` wraps a :class:`~instaseg.model.predictor.Predictor` (a checkpoint or an ONNX file) behind a
 lock (one prediction at a time: the engine's buffers are not shared safely between threads, and a CPU is
 saturated by one image anyway). :func:`decode_upload` turns untrusted bytes into an RGB image or raises
 :class:`InputError` with a message for the person who sent them.
@@ -8,37 +8,18 @@ saturated by one image anyway). :func:`decode_upload` turns untrusted bytes into
 
 from __future__ import annotations
 
-import io
 import threading
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from ..images import ImageError, decode_image
+from ..images import ImageError, decode_image, read_header
 
 DEFAULT_MAX_PIXELS = 50_000_000
 
 
 class InputError(ValueError):
     """An input image that cannot be used: not an image, corrupt, or over the size limit."""
-
-
-def image_header_size(data: bytes, name: str) -> tuple[int, int]:
-    """``(width, height)`` from the image header, without decoding the pixels; ``InputError`` if unreadable."""
-    if not data:
-        raise InputError(f"{name}: the file is empty")
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            return img.size
-    except Image.DecompressionBombError:
-        raise InputError(
-            f"{name}: the image is far too large (PIL refuses it as a decompression bomb)"
-        ) from None
-    except UnidentifiedImageError:
-        raise InputError(f"{name}: not an image (PNG, JPEG, TIFF, BMP, WebP... expected)") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise InputError(f"{name}: corrupt image header ({e})") from None
 
 
 def decode_upload(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -48,7 +29,11 @@ def decode_upload(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) 
         InputError: empty, not an image, corrupt or truncated, or more than ``max_pixels`` pixels (the
             header is checked before the pixels are decoded, so a huge image costs no memory).
     """
-    width, height = image_header_size(data, name)
+    try:
+        header = read_header(data, name)
+    except ImageError as e:
+        raise InputError(str(e)) from None
+    width, height = header.width, header.height
     if width * height > max_pixels:
         raise InputError(
             f"{name}: {width}x{height} = {width * height / 1e6:.1f} megapixels is over this server's limit of "
@@ -72,7 +57,7 @@ class ModelService:
     """
 
     def __init__(self, model_path: str | Path, device: str = "cpu", score_threshold: float | None = None):
-        from ..predict import Predictor
+        from ..model.predictor import Predictor
 
         self.path = Path(model_path)
         self.predictor = Predictor(model_path, device=device, score_threshold=score_threshold)
@@ -84,6 +69,7 @@ class ModelService:
         self._lock = threading.Lock()
 
     def predict(self, image: np.ndarray):
-        """:class:`~instaseg.predict.CroppedInstances` of an RGB uint8 ``(H, W, 3)`` image, scores decreasing."""
+        """:class:`~instaseg.core.Instances` (box-local masks) of an RGB uint8 ``(H, W, 3)`` image, scores
+        decreasing."""
         with self._lock:
             return self.predictor.predict_arrays([image])[0]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..formats.detect import FORMATS
+
 
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     """DATA, --images and --format: how a command finds and reads an annotated dataset."""
@@ -23,6 +25,6 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format",
         default=None,
-        choices=["coco", "labelstudio-json", "mask-png", "labelme", "via"],
+        choices=list(FORMATS),
         help="read DATA as this format instead of detecting it",
     )

@@ -2,8 +2,9 @@
 
 Two routes to the predictions:
 
-- ``instaseg evaluate CHECKPOINT DATA``: the checkpoint predicts every image of the split (and computes the
-  losses per split) through the training module (:mod:`instaseg.train`);
+- ``instaseg evaluate CHECKPOINT DATA``: the checkpoint predicts every image of the split through
+  :class:`~instaseg.model.predictor.Predictor`, the path ``instaseg predict`` takes (so ``predict --save json``
+  then ``evaluate --predictions`` scores the same), and the losses per split are computed as in training;
 - ``instaseg evaluate --predictions preds.json DATA``: a COCO results file from any tool. Its ``image_id``
   and ``category_id`` refer to the dataset's canonical COCO: ``image_id`` is the 1-based position of the
   image in the dataset as imported (the ids ``instaseg convert`` gives in a COCO export of the whole dataset), or give
@@ -17,7 +18,8 @@ import json
 import sys
 
 from .. import storage
-from ..core import ClassMap, Instances, Record
+from ..core import ClassMap, Record
+from ..model.config import DEVICES
 from ..problems import DatasetError
 from ..splits import SPLITS, assign_splits, load_splits, records_of_split
 from . import UsageError
@@ -72,9 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=100,
         help="most detections per image kept by COCO AP/AR (dense scenes such as nuclei need more)",
     )
-    parser.add_argument("--batch-size", type=int, default=2, help="images per prediction batch")
     parser.add_argument("--no-losses", action="store_true", help="skip the per-split losses")
-    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, mps")
+    parser.add_argument(
+        "--device", default="auto", choices=DEVICES, help="auto: CUDA, then MPS, else the CPU"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("give either a CHECKPOINT or --predictions FILE (not both), then DATA")
     if not 0 <= args.score_threshold <= 1 or not 0 < args.iou_threshold <= 1:
         raise UsageError("--score-threshold must be in [0, 1] and --iou-threshold in (0, 1]")
-    if args.max_dets < 1 or args.batch_size < 1:
-        raise UsageError("--max-dets and --batch-size must be at least 1")
+    if args.max_dets < 1:
+        raise UsageError("--max-dets must be at least 1")
     config = EvaluationConfig(args.score_threshold, args.iou_threshold, args.max_dets)
     dataset = load_dataset(args.data, images=args.images, format=args.format)
     origin = args.checkpoint or args.predictions
@@ -142,7 +145,8 @@ def _choose_splits(all_records: list[Record], args, origin: str) -> list[str]:
 
 
 def _from_predictions(args, dataset, records: list[Record], config, notes: list[str]):
-    from ..evaluate import check_predictions, evaluate_results, read_predictions, records_to_coco
+    from ..evaluate import check_predictions, evaluate_results, read_predictions
+    from ..formats.coco_export import records_to_coco
 
     items = read_predictions(args.predictions)
     selected = {r.image_id for r in records}
@@ -168,59 +172,35 @@ def _label_mapping(model_names: tuple[str, ...], data: ClassMap, checkpoint: str
 
 
 def _from_checkpoint(args, class_map: ClassMap, all_records, records, config, notes: list[str]):
-    import numpy as np
+    """Predict ``records`` through :class:`~instaseg.model.predictor.Predictor` (the path ``instaseg
+    predict`` takes, at the checkpoint's test-time settings) and evaluate; losses per split as in training."""
     from tqdm import tqdm
 
-    from ..evaluate import evaluate_instances
-    from ..images import load_image
+    from ..evaluate import evaluate_instances, predict_records
+    from ..model.checkpoint import CheckpointError
+    from ..model.predictor import Predictor
+    from ..train.engine import compute_dataset_losses
 
     try:
-        import torch
-
-        from .. import train
-        from ..train import CheckpointError, load_checkpoint, predict_batch
-    except ImportError as e:
-        raise UsageError(
-            f"the training module is not available ({e}); evaluate a COCO results file with "
-            "--predictions instead"
-        ) from None
-    device = args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        model, model_classes, model_config = load_checkpoint(args.checkpoint, device=device)
-    except CheckpointError as e:
+        predictor = Predictor(args.checkpoint, device=args.device)
+    except (CheckpointError, ValueError) as e:
         raise UsageError(str(e)) from None
-    names = tuple(getattr(model_classes, "names", model_classes))
-    mapping = _label_mapping(names, class_map, args.checkpoint)
-    lookup = np.array([0] + [mapping[i] for i in range(1, len(names) + 1)], dtype=np.int64)
-
-    predictions: list[Instances] = []
-    batches = range(0, len(records), args.batch_size)
-    for start in tqdm(batches, desc="predicting", unit="batch", disable=not sys.stderr.isatty()):
-        batch = records[start : start + args.batch_size]
-        images = [load_image(r.image) for r in batch]
-        for instances in predict_batch(model, images, mask_threshold=model_config.mask_threshold):
-            predictions.append(
-                Instances(instances.boxes, lookup[instances.labels], instances.masks, instances.scores)
-            )
+    mapping = _label_mapping(predictor.class_names, class_map, args.checkpoint)
+    with tqdm(total=len(records), desc="predicting", unit="img", disable=not sys.stderr.isatty()) as bar:
+        predictions = predict_records(predictor, records, mapping, progress=lambda done: bar.update(1))
     evaluation = evaluate_instances(records, class_map, predictions, config)
     evaluation.notes = notes + evaluation.notes
-
-    # The training module names the loss function; until it exists, losses are reported as n/a.
-    compute_losses = getattr(train, "compute_dataset_losses", None)
     if args.no_losses:
         evaluation.notes.append("Losses were not computed (--no-losses).")
-    elif compute_losses is None:
-        evaluation.notes.append(
-            "Losses are not available: this installation's training module has no "
-            "compute_dataset_losses(model, records, model_config)."
+        return evaluation
+    splits = SPLITS if args.split == "all" else (args.split,)
+    evaluation.losses = {
+        s: dict(
+            compute_dataset_losses(predictor.model, records_of_split(all_records, s), predictor.model_config)
         )
-    else:
-        splits = SPLITS if args.split == "all" else (args.split,)
-        evaluation.losses = {
-            s: dict(compute_losses(model, records_of_split(all_records, s), model_config))
-            for s in splits
-            if records_of_split(all_records, s)
-        }
+        for s in splits
+        if records_of_split(all_records, s)
+    }
     return evaluation
 
 

@@ -54,8 +54,8 @@ def _sample_images(inputs: list[str] | None, count: int = 8) -> list:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..predict.onnx import export_onnx, parity_check
-    from ..train.checkpoint import CheckpointError
+    from ..model.checkpoint import CheckpointError
+    from ..model.onnx_export import export_onnx, parity_check
     from . import UsageError
 
     out = args.out or str(Path(args.checkpoint).with_suffix(".onnx"))

@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from ..model.config import DEVICES, ENGINES
+from ..predict import SAVE_KINDS, check_save_kinds
+
 HELP = "Predict instances on images, folders, globs or bucket URLs; write overlays, masks and JSON."
 
-SAVE_KINDS = (
-    "overlay",
-    "binary",
-    "instance-masks",
-    "rgb",
-    "ids",
-    "json",
-    "label-studio",
-)  # = outputs.SAVE_KINDS
 # PIL modes decoded without conversion; others are converted (reported as a note, not a failure).
 _PLAIN_MODES = ("RGB", "RGBA")
 
@@ -58,11 +51,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="most instances per image (default: the checkpoint's)",
     )
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (torch engine)")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help=f"{', '.join(DEVICES)} or cuda:N (torch engine; auto: CUDA, then MPS, else CPU)",
+    )
     parser.add_argument(
         "--engine",
         default=None,
-        choices=["torch", "onnx"],
+        choices=ENGINES,
         help="torch (a .pt checkpoint) or onnx (ONNX Runtime; default for a .onnx file)",
     )
     parser.add_argument(
@@ -96,29 +93,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _parse_save(value: str) -> list[str]:
     from . import UsageError
 
-    kinds = [k.strip() for k in value.split(",") if k.strip()]
-    unknown = [k for k in kinds if k not in SAVE_KINDS]
-    if unknown or not kinds:
-        raise UsageError(
-            f"--save: unknown output(s) {', '.join(unknown) or '(none)'}; valid: {', '.join(SAVE_KINDS)}"
-        )
-    return kinds
+    try:
+        return check_save_kinds([k.strip() for k in value.split(",") if k.strip()])
+    except ValueError as e:
+        raise UsageError(f"--save: {e}") from None
 
 
 def _load(location: str):
     """``(pixels RGB uint8 (H, W, 3), note or None)``; ``ImageError`` when unreadable or undecodable."""
-    from PIL import Image
-
     from .. import storage
-    from ..images import ImageError, decode_image
+    from ..images import ImageError, decode_image, read_header
 
     try:
         data = storage.read_bytes(location)
     except Exception as e:  # missing file, unreachable host or bucket, permission
         raise ImageError(f"{location}: cannot read ({type(e).__name__}: {e})") from None
+    mode = read_header(data, location).mode
     pixels = decode_image(data, location)
-    with Image.open(io.BytesIO(data)) as img:
-        mode = img.mode
     note = None if mode in _PLAIN_MODES else f"{mode} image converted to 8-bit RGB"
     return pixels, note
 
@@ -128,10 +119,9 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .. import distributed
-    from ..images import ImageError
+    from ..model.predictor import DEFAULT_PROPOSALS, Predictor
     from ..predict.inputs import expand_inputs
     from ..predict.outputs import LabelStudioOptions, OutputWriter
-    from ..predict.predictor import DEFAULT_PROPOSALS, Predictor
     from . import UsageError
 
     kinds = _parse_save(args.save)
@@ -162,18 +152,42 @@ def run(args: argparse.Namespace) -> int:
     if skipped:
         print(f"resume: {skipped} of {len(images)} images already done in {args.out}", file=sys.stderr)
 
-    done = instances_total = 0
-    notes: list[str] = []
     start = time.perf_counter()
     bar = tqdm(
         total=len(todo), unit="img", desc="predicting", file=sys.stderr, disable=None if main else True
     )
-    # Decode the next images in a background thread while the model runs (PIL and OpenCV release the GIL).
+    done, instances_total, more, notes = _predict_all(predictor, writer, todo, args.batch_size, bar)
+    failures += more
+    bar.close()
+    if context is not None:  # all ranks' counts; every part file is written once this returns
+        gathered = context.all_gather((done, skipped, instances_total, failures[len(problems) :], notes))
+        done, skipped, instances_total = (sum(g[i] for g in gathered) for i in range(3))
+        failures = list(problems) + [f for g in gathered for f in g[3]]
+        notes = [n for g in gathered for n in g[4]]
+    written = writer.finish(images) if main else {}
+    elapsed = time.perf_counter() - start
+    if main:
+        _summary(done, skipped, failures, notes, instances_total, elapsed, args.out, written)
+    distributed.shutdown(context)
+    return 1 if failures else 0
+
+
+def _predict_all(predictor, writer, todo: list, batch_size: int, bar) -> tuple[int, int, list, list[str]]:
+    """Predict and write ``todo`` in batches, decoding the next images in a background thread while the model
+    runs (PIL and OpenCV release the GIL). A bad image or a failed write is reported and skipped.
+
+    Returns ``(images done, instances written, failures as (location, message), notes)``.
+    """
+    from ..images import ImageError
+
+    done = instances_total = 0
+    failures: list[tuple[str, str]] = []
+    notes: list[str] = []
     with ThreadPoolExecutor(max_workers=1) as pool:
-        loads = [pool.submit(_load, im.location) for im in todo[: args.batch_size * 2]]
-        for first in range(0, len(todo), args.batch_size):
-            batch = todo[first : first + args.batch_size]
-            ahead = todo[len(loads) : len(loads) + args.batch_size]
+        loads = [pool.submit(_load, im.location) for im in todo[: batch_size * 2]]
+        for first in range(0, len(todo), batch_size):
+            batch = todo[first : first + batch_size]
+            ahead = todo[len(loads) : len(loads) + batch_size]
             loads.extend(pool.submit(_load, im.location) for im in ahead)
             ready = []
             for k, image in enumerate(batch):
@@ -189,8 +203,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 predictions = predictor.predict_arrays([p for _, p in ready]) if ready else []
             except (RuntimeError, ValueError) as e:  # e.g. out of memory on one batch: report, go on
-                for image, _ in ready:
-                    failures.append((image.location, f"prediction failed: {e}"))
+                failures.extend((image.location, f"prediction failed: {e}") for image, _ in ready)
                 predictions, ready = [], []
             for (image, pixels), instances in zip(ready, predictions, strict=True):
                 try:
@@ -202,22 +215,11 @@ def run(args: argparse.Namespace) -> int:
                     bar.write(f"failed: {image.location}: cannot write outputs: {e}", file=sys.stderr)
             bar.update(len(batch))
             bar.set_postfix(ok=done, failed=len(failures))
-    bar.close()
-    if context is not None:  # all ranks' counts; every part file is written once this returns
-        gathered = context.all_gather((done, skipped, instances_total, failures[len(problems) :], notes))
-        done, skipped, instances_total = (sum(g[i] for g in gathered) for i in range(3))
-        failures = list(problems) + [f for g in gathered for f in g[3]]
-        notes = [n for g in gathered for n in g[4]]
-    written = writer.finish(images) if main else {}
-    elapsed = time.perf_counter() - start
-    if main:
-        _summary(done, skipped, failures, notes, instances_total, elapsed, args.out, written)
-    distributed.shutdown(context)
-    return 1 if failures else 0
+    return done, instances_total, failures, notes
 
 
 def _make_predictor(predictor_type, args, default_proposals: int, threads: int):
-    from ..train.checkpoint import CheckpointError
+    from ..model.checkpoint import CheckpointError
     from . import UsageError
 
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None

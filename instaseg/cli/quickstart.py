@@ -15,36 +15,16 @@ from importlib import resources
 
 HELP = "Run the whole pipeline on the bundled sample: import, split, train, evaluate, masked images."
 
+# Dense images (a sample image holds up to ~200 nuclei): the model keeps this many detections per image,
+# and evaluation counts as many (COCO's default of 100 would cut the densest images short).
+DETECTIONS = 300
 # Training recipes. With COCO weights, fine-tune the seed's ResNet-50 Mask R-CNN (small nuclei: upscale
 # the 256-pixel images to 512); without them, train the light ResNet-18 model from scratch.
-_PRETRAINED = [
-    "--arch",
-    "maskrcnn_resnet50_fpn",
-    "--weights",
-    "coco",
-    "--image-size",
-    "512",
-    "--optimizer",
-    "sgd",
-    "--lr",
-    "0.01",
-    "--batch-size",
-    "2",
-]
-_FROM_SCRATCH = [
-    "--arch",
-    "maskrcnn_resnet18_fpn",
-    "--weights",
-    "none",
-    "--image-size",
-    "256",
-    "--optimizer",
-    "adamw",
-    "--lr",
-    "0.001",
-    "--batch-size",
-    "2",
-]
+_PRETRAINED = ["--arch", "maskrcnn_resnet50_fpn", "--weights", "coco", "--image-size", "512"]
+_PRETRAINED += ["--optimizer", "sgd", "--lr", "0.01", "--batch-size", "2"]
+_FROM_SCRATCH = ["--arch", "maskrcnn_resnet18_fpn", "--weights", "none", "--image-size", "256"]
+_FROM_SCRATCH += ["--optimizer", "adamw", "--lr", "0.001", "--batch-size", "2"]
+_TEST_TIME = ["--detections-per-image", str(DETECTIONS)]
 
 
 def sample_dataset_dir() -> str:
@@ -78,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def coco_weights_available() -> bool:
     """True when torchvision's COCO Mask R-CNN weights are in the cache or can be downloaded now."""
-    from ..train.weights import WeightsError, load_coco_state_dict
+    from ..model.weights import WeightsError, load_coco_state_dict
 
     try:
         load_coco_state_dict("maskrcnn_resnet50_fpn", download=True)
@@ -90,14 +70,18 @@ def coco_weights_available() -> bool:
 def run(args: argparse.Namespace) -> int:
     from ..formats.load import load_dataset
     from ..splits import SplitConfig, assign_splits, save_splits
-    from . import main
     from .check import print_summary, summarize
 
     started = time.monotonic()
     source = sample_dataset_dir()
     os.makedirs(args.out, exist_ok=True)
-    run_dir = os.path.join(args.out, "model")
-    checkpoint = os.path.join(run_dir, "best.pt")
+    paths = {
+        "run": os.path.join(args.out, "model"),
+        "checkpoint": os.path.join(args.out, "model", "best.pt"),
+        "splits": os.path.join(args.out, "splits.json"),
+        "evaluation": os.path.join(args.out, "evaluation"),
+        "masked": os.path.join(args.out, "masked"),
+    }
 
     _step(1, f"import the bundled sample (a Label Studio COCO export): {source}")
     dataset = load_dataset(source)
@@ -105,10 +89,43 @@ def run(args: argparse.Namespace) -> int:
 
     _step(2, "split 70/15/15 with seed 0")
     splits = assign_splits(dataset.records, SplitConfig())
-    split_file = os.path.join(args.out, "splits.json")
-    save_splits(splits, split_file, SplitConfig())
-    print("  " + ", ".join(f"{name} {len(files)}" for name, files in splits.items()) + f" -> {split_file}")
+    save_splits(splits, paths["splits"], SplitConfig())
+    print(
+        "  " + ", ".join(f"{name} {len(files)}" for name, files in splits.items()) + f" -> {paths['splits']}"
+    )
 
+    status = _train(args, source, paths)
+    if status == 0:
+        _step(4, "evaluate best.pt on the held-out test images")
+        status = _command(
+            ["evaluate", paths["checkpoint"], source, "--split", "test", "--splits", paths["splits"]],
+            ["--out", paths["evaluation"], "--max-dets", str(DETECTIONS), "--device", args.device],
+        )
+    if status == 0:
+        _step(5, "write masked images of the test images")
+        test_images = [r.image for r in dataset.records if r.split == "test"]
+        status = _command(
+            ["predict", paths["checkpoint"], *test_images, "--out", paths["masked"]],
+            ["--save", "overlay,binary,rgb,json", "--device", args.device],
+        )
+    if status != 0:
+        return status
+    with open(os.path.join(paths["evaluation"], "report.json")) as f:
+        report = json.load(f)
+    serve = [
+        "serve",
+        paths["checkpoint"],
+        "--port",
+        str(args.port),
+        "--examples",
+        os.path.join(source, "images"),
+    ]
+    _print_summary(report, paths, (time.monotonic() - started) / 60, serve)
+    return _command(serve, []) if args.serve else 0
+
+
+def _train(args: argparse.Namespace, source: str, paths: dict[str, str]) -> int:
+    """Step 3: ``instaseg train`` with the pretrained recipe when COCO weights can be had, else the light one."""
     use_coco = args.weights == "coco" or (args.weights == "auto" and coco_weights_available())
     if use_coco:
         recipe = _PRETRAINED
@@ -123,72 +140,40 @@ def run(args: argparse.Namespace) -> int:
             )
     # 12 epochs: the cosine schedule then decays within the default budget on a 2-core CPU (a GPU finishes
     # them sooner); --minutes stops training early on slower machines.
-    train = ["train", source, "--out", run_dir, "--splits", split_file, *recipe, "--epochs", "12"]
-    train += ["--minutes", str(args.minutes), "--warmup-steps", "20", "--device", args.device]
-    status = main(train)
-    if status != 0:
-        return status
-
-    _step(4, "evaluate best.pt on the held-out test images")
-    eval_dir = os.path.join(args.out, "evaluation")
-    status = main(
+    return _command(
         [
-            "evaluate",
-            checkpoint,
+            "train",
             source,
-            "--split",
-            "test",
+            "--out",
+            paths["run"],
             "--splits",
-            split_file,
-            "--out",
-            eval_dir,
-            "--max-dets",
-            "300",
-            "--device",
-            args.device,
-        ]
+            paths["splits"],
+            *recipe,
+            *_TEST_TIME,
+            "--epochs",
+            "12",
+        ],
+        ["--minutes", str(args.minutes), "--warmup-steps", "20", "--device", args.device],
     )
-    if status != 0:
-        return status
-    with open(os.path.join(eval_dir, "report.json")) as f:
-        report = json.load(f)
 
-    _step(5, "write masked images of the test images")
-    masked_dir = os.path.join(args.out, "masked")
-    test_images = [r.image for r in dataset.records if r.split == "test"]
-    status = main(
-        [
-            "predict",
-            checkpoint,
-            *test_images,
-            "--out",
-            masked_dir,
-            "--save",
-            "overlay,binary,rgb,json",
-            "--max-detections",
-            "300",
-            "--device",
-            args.device,
-        ]
-    )
-    if status != 0:
-        return status
 
-    minutes = (time.monotonic() - started) / 60
+def _command(*parts: list[str]) -> int:
+    """Run one ``instaseg`` command in this process (the same code a user's command line runs)."""
+    from . import main
+
+    return main([a for part in parts for a in part])
+
+
+def _print_summary(report: dict, paths: dict[str, str], minutes: float, serve: list[str]) -> None:
     print()
     print(f"quickstart finished in {minutes:.1f} minutes")
     print(f"  mask mAP (test) {_ap(report, 'segm')}   box mAP (test) {_ap(report, 'bbox')}")
-    print(f"  model:          {checkpoint}")
-    print(
-        f"  training log:   {os.path.join(run_dir, 'metrics.csv')}, {os.path.join(run_dir, 'loss_curve.png')}"
-    )
-    print(f"  evaluation:     {os.path.join(eval_dir, 'report.md')}")
-    print(f"  masked images:  {masked_dir}/")
-    serve = ["serve", checkpoint, "--port", str(args.port), "--examples", os.path.join(source, "images")]
+    print(f"  model:          {paths['checkpoint']}")
+    curve = os.path.join(paths["run"], "loss_curve.png")
+    print(f"  training log:   {os.path.join(paths['run'], 'metrics.csv')}, {curve}")
+    print(f"  evaluation:     {os.path.join(paths['evaluation'], 'report.md')}")
+    print(f"  masked images:  {paths['masked']}/")
     print(f"  web demo:       instaseg {' '.join(serve)}")
-    if args.serve:
-        return main(serve)
-    return 0
 
 
 def _ap(report: dict, kind: str) -> str:

@@ -51,7 +51,7 @@ def split_credentials(value: str | None, flag: str) -> tuple[str, str] | None:
 
 def load_service(path: str, device: str):
     from ..app.service import ModelService
-    from ..train.checkpoint import CheckpointError
+    from ..model.checkpoint import CheckpointError
 
     if not os.path.isfile(path):
         raise UsageError(f"model file {path} not found; pass a checkpoint (best.pt) or an .onnx export")

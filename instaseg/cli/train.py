@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
+from ..model.config import ARCH_NAMES, DEVICES, RESIZE_MODES
 from ..problems import DatasetError
+from ..train.config import AUGMENTATIONS, OPTIMIZERS, SCHEDULERS, SELECT_RULES, default_workers
 from ._common import add_dataset_arguments
 
 HELP = "Train a Mask R-CNN on an annotated dataset (COCO transfer learning by default); writes RUN_DIR."
-
-# Must equal instaseg.train.model.ARCHITECTURES' keys (a test checks); repeated so `instaseg --help` needs no torch.
-ARCH_NAMES = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2", "maskrcnn_resnet18_fpn")
-
-
-def default_workers() -> int:
-    """DataLoader workers when none are asked for: one core is left to the training process itself."""
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument(
         "--resize",
         default="keep",
-        choices=["keep", "square"],
+        choices=RESIZE_MODES,
         help="keep the aspect ratio, or resize to a square",
     )
     model.add_argument("--score-threshold", type=float, default=0.05, help="test-time minimum score")
@@ -76,22 +69,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--batch-size", type=int, default=2)
     opt.add_argument("--accumulate", type=int, default=1, help="batches per optimizer step")
     opt.add_argument("--lr", type=float, default=0.005, help="peak learning rate")
-    opt.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"])
+    opt.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS)
     opt.add_argument("--weight-decay", type=float, default=1e-4)
-    opt.add_argument("--scheduler", default="cosine", choices=["cosine", "step"])
+    opt.add_argument("--scheduler", default="cosine", choices=SCHEDULERS)
     opt.add_argument("--warmup-steps", type=int, default=100)
     opt.add_argument("--grad-clip", type=float, default=10.0, help="max gradient norm (0: off)")
     opt.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
-    opt.add_argument("--augment", default="default", choices=["default", "none"])
+    opt.add_argument("--augment", default="default", choices=AUGMENTATIONS)
     opt.add_argument("--patience", type=int, default=0, help="early stopping patience in epochs (0: off)")
     opt.add_argument(
         "--select",
         default="loss",
-        choices=["loss", "map"],
+        choices=SELECT_RULES,
         help="best.pt by lowest validation loss, or highest validation mask mAP",
     )
     run = parser.add_argument_group("run")
-    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    run.add_argument("--device", default="auto", choices=DEVICES)
     run.add_argument("--seed", type=int, default=0)
     run.add_argument(
         "--workers",
@@ -151,19 +144,19 @@ def _arguments_without_gpus(args: argparse.Namespace) -> list[str]:
     return ["train", *positional, *options]
 
 
-def _select_metric(records, class_map, context=None):
-    """(model, epoch) -> validation mask mAP, through the evaluation module. Under torchrun each rank
-    predicts its shard of ``records``; the predictions are gathered and every rank scores all of them."""
-    from ..evaluate.evaluator import mask_map
-    from ..images import load_image
-    from ..train import predict_batch
+def _select_metric(records, class_map, model_config, context=None):
+    """(model, epoch) -> validation mask mAP, through the one prediction path (:class:`Predictor`) and the
+    evaluation module. Under torchrun each rank predicts its shard of ``records``; the predictions are
+    gathered and every rank scores all of them."""
+    from ..evaluate.evaluator import mask_map, predict_records
+    from ..model.predictor import Predictor
 
     def metric(model, epoch: int) -> float:
         mine = context.shard(records) if context else records
-        predictions = [predict_batch(model, [load_image(r.image)])[0] for r in mine]
+        predictions = predict_records(Predictor.from_model(model, class_map, model_config), mine)
         if context is not None:
             predictions = context.unshard(context.all_gather(predictions))
-        value = mask_map(records, class_map, predictions)
+        value = mask_map(records, class_map, predictions, max_dets=model_config.detections_per_image)
         return 0.0 if value is None else float(value)
 
     return metric
@@ -195,79 +188,113 @@ def run(args: argparse.Namespace) -> int:
         distributed.shutdown(context)
 
 
+class _Refused(Exception):
+    """A training run that cannot start; printed as ``instaseg train: error: ...``, exit status 2."""
+
+
+def _configs(args: argparse.Namespace):
+    """``(run_dir, TrainConfig, ModelConfig, resumed checkpoint or None)`` from the flags (or ``last.pt``)."""
+    from ..model.checkpoint import CHECKPOINT_FORMAT, read_checkpoint
+    from ..model.config import ModelConfig
+    from ..train.config import TrainConfig
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        state = read_checkpoint(run_dir / "last.pt")
+        config = TrainConfig.from_dict(state["train_config"])
+        config.epochs = args.epochs or config.epochs
+        config.minutes = config.minutes if args.minutes is None else args.minutes
+        return run_dir, config, ModelConfig.from_dict(state["model_config"]), state
+    if not args.out:
+        raise _Refused("--out RUN_DIR is required (or --resume RUN_DIR)")
+    run_dir = Path(args.out)
+    if (run_dir / "last.pt").exists():
+        raise _Refused(
+            f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out"
+        )
+    weights = args.weights or ("none" if args.arch == "maskrcnn_resnet18_fpn" else "coco")
+    pretrained = weights != "none"
+    if weights not in ("coco", "none") and Path(weights).is_file():
+        payload = read_checkpoint(weights)
+        if payload.get("format") == CHECKPOINT_FORMAT:  # continue with the checkpoint's layer types
+            pretrained = bool(payload["model_config"].get("pretrained_backbone", True))
+    config = TrainConfig(
+        data=args.data,
+        images=args.images,
+        format=args.format,
+        weights=weights,
+        epochs=args.epochs or 20,
+        batch_size=args.batch_size,
+        accumulate=args.accumulate,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        weight_decay=args.weight_decay,
+        scheduler=args.scheduler,
+        warmup_steps=args.warmup_steps,
+        grad_clip=args.grad_clip,
+        amp=not args.no_amp,
+        device=args.device,
+        seed=args.seed,
+        patience=args.patience,
+        select=args.select,
+        workers=args.workers if args.workers is not None else default_workers(),
+        augment=args.augment,
+        minutes=args.minutes or 0.0,
+        splits=args.splits,
+        split_seed=args.seed,
+    )
+    model_config = ModelConfig(
+        arch=args.arch,
+        image_size=args.image_size,
+        resize=args.resize,
+        pretrained_backbone=pretrained,
+        trainable_backbone_layers=args.trainable_backbone_layers,
+        score_threshold=args.score_threshold,
+        nms_threshold=args.nms_threshold,
+        detections_per_image=args.detections_per_image,
+    )
+    return run_dir, config, model_config, None
+
+
+def _split(args, dataset, config, run_dir: Path, main: bool) -> dict:
+    """Assign the splits (the run's own file on resume, a given file, or seeded fractions), save them as
+    ``run_dir/splits.json`` on a new run, and return ``{split: records}``."""
+    from ..splits import SplitConfig, assign_splits, load_splits, records_of_split, save_splits
+
+    split_file = run_dir / "splits.json"
+    if args.resume or config.splits:
+        load_splits(dataset.records, str(split_file if args.resume else config.splits))
+    else:
+        fractions = {"val": args.val_fraction, "test": args.test_fraction}
+        split = SplitConfig(
+            train=1 - fractions["val"] - fractions["test"], **fractions, seed=config.split_seed
+        )
+        assign_splits(dataset.records, split)
+    if not args.resume and main:  # the split is seeded: every rank computed the same one
+        names = {
+            s: [r.file_name for r in records_of_split(dataset.records, s)] for s in ("train", "val", "test")
+        }
+        save_splits(names, str(split_file))
+    return {s: records_of_split(dataset.records, s) for s in ("train", "val", "test")}
+
+
 def _run(args: argparse.Namespace, context) -> int:
     from ..distributed import StepTrace
     from ..formats.load import load_dataset
-    from ..splits import SplitConfig, assign_splits, load_splits, records_of_split, save_splits
-    from ..train import CheckpointError, ModelConfig, TrainConfig, WeightsError, fit
-    from ..train.checkpoint import CHECKPOINT_FORMAT, read_checkpoint
+    from ..model.checkpoint import CheckpointError
+    from ..model.config import ModelConfig
+    from ..model.weights import WeightsError
     from ..train.engine import TrainingError
+    from ..train.fit import fit
 
     def fail(message: str) -> int:
         print(f"instaseg train: error: {message}", file=sys.stderr)
         return 2
 
     try:
-        if args.resume:
-            run_dir = Path(args.resume)
-            state = read_checkpoint(run_dir / "last.pt")
-            config = TrainConfig.from_dict(state["train_config"])
-            config.epochs = args.epochs or config.epochs
-            config.minutes = config.minutes if args.minutes is None else args.minutes
-            model_config = ModelConfig.from_dict(state["model_config"])
-        else:
-            if not args.out:
-                return fail("--out RUN_DIR is required (or --resume RUN_DIR)")
-            run_dir = Path(args.out)
-            if (run_dir / "last.pt").exists():
-                return fail(
-                    f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose "
-                    "another --out"
-                )
-            weights = args.weights or ("none" if args.arch == "maskrcnn_resnet18_fpn" else "coco")
-            pretrained = weights != "none"
-            if weights not in ("coco", "none") and Path(weights).is_file():
-                payload = read_checkpoint(weights)
-                if payload.get("format") == CHECKPOINT_FORMAT:  # continue with the checkpoint's layer types
-                    pretrained = bool(payload["model_config"].get("pretrained_backbone", True))
-            config = TrainConfig(
-                data=args.data,
-                images=args.images,
-                format=args.format,
-                weights=weights,
-                epochs=args.epochs or 20,
-                batch_size=args.batch_size,
-                accumulate=args.accumulate,
-                lr=args.lr,
-                optimizer=args.optimizer,
-                weight_decay=args.weight_decay,
-                scheduler=args.scheduler,
-                warmup_steps=args.warmup_steps,
-                grad_clip=args.grad_clip,
-                amp=not args.no_amp,
-                device=args.device,
-                seed=args.seed,
-                patience=args.patience,
-                select=args.select,
-                workers=args.workers if args.workers is not None else default_workers(),
-                augment=args.augment,
-                minutes=args.minutes or 0.0,
-                splits=args.splits,
-                split_seed=args.seed,
-            )
-            model_config = ModelConfig(
-                arch=args.arch,
-                image_size=args.image_size,
-                resize=args.resize,
-                pretrained_backbone=pretrained,
-                trainable_backbone_layers=args.trainable_backbone_layers,
-                score_threshold=args.score_threshold,
-                nms_threshold=args.nms_threshold,
-                detections_per_image=args.detections_per_image,
-            )
-    except (ValueError, CheckpointError) as e:
+        run_dir, config, model_config, state = _configs(args)
+    except (_Refused, ValueError, CheckpointError) as e:
         return fail(str(e))
-
     main = context is None or context.is_main
     say = print if main else (lambda *values, **options: None)
     dataset = load_dataset(config.data, config.images, config.format)
@@ -277,36 +304,24 @@ def _run(args: argparse.Namespace, context) -> int:
         f"{dataset.num_instances()} objects, classes {', '.join(dataset.class_map.names)}; "
         f"{len(dataset.problems)} problems ({len(errors)} errors; see `instaseg check`)"
     )
-    if args.resume and tuple(state["class_names"]) != dataset.class_map.names:
+    if state is not None and tuple(state["class_names"]) != dataset.class_map.names:
         return fail(
             f"{run_dir / 'last.pt'} was trained on classes {list(state['class_names'])}, the dataset "
             f"has {list(dataset.class_map.names)}; resume with the same dataset"
         )
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
-    split_file = run_dir / "splits.json"
-    if args.resume or config.splits:
-        load_splits(dataset.records, str(split_file if args.resume else config.splits))
-    else:
-        split = SplitConfig(
-            train=1 - args.val_fraction - args.test_fraction,
-            val=args.val_fraction,
-            test=args.test_fraction,
-            seed=config.split_seed,
-        )
-        assign_splits(dataset.records, split)
-    if not args.resume and main:  # the split is seeded: every rank computed the same one
-        names = {
-            s: [r.file_name for r in records_of_split(dataset.records, s)] for s in ("train", "val", "test")
-        }
-        save_splits(names, str(split_file))
-    splits = {s: records_of_split(dataset.records, s) for s in ("train", "val", "test")}
-    say(f"split: {', '.join(f'{len(v)} {k}' for k, v in splits.items())} (saved in {split_file})")
+    splits = _split(args, dataset, config, run_dir, main)
+    say(
+        f"split: {', '.join(f'{len(v)} {k}' for k, v in splits.items())} (saved in {run_dir / 'splits.json'})"
+    )
     try:
         model_config = ModelConfig.from_dict(
             {**model_config.to_dict(), "num_classes": dataset.class_map.num_classes}
         )
-        select = _select_metric(splits["val"], dataset.class_map, context) if config.select == "map" else None
+        select = None
+        if config.select == "map":
+            select = _select_metric(splits["val"], dataset.class_map, model_config, context)
         result = fit(
             splits,
             dataset.class_map,

@@ -1,19 +1,21 @@
 """Evaluation: COCO box and mask metrics (faster-coco-eval), plain-language matching, plots and reports.
 
-Ground truth is the canonical COCO of the records in memory (:func:`records_to_coco`); predictions are one
-:class:`~instaseg.core.Instances` per record (:func:`evaluate_instances`, :func:`mask_map`) or COCO results
+Ground truth is the canonical COCO of the records in memory
+(:func:`instaseg.formats.coco_export.records_to_coco`); predictions are one
+:class:`~instaseg.core.Instances` per record (:func:`evaluate_instances`, :func:`mask_map`; made by
+:func:`predict_records` with a :class:`~instaseg.model.predictor.Predictor`) or COCO results
 (:func:`check_predictions` then :func:`evaluate_results`).
 """
 
-from .cocoeval import CocoMetrics, coco_evaluate, instances_to_coco_results, records_to_coco
+from .cocoeval import CocoMetrics, coco_evaluate
 from .evaluator import (
     NA,
     Evaluation,
     EvaluationConfig,
     evaluate_instances,
     evaluate_results,
-    instances_to_results,
     mask_map,
+    predict_records,
 )
 from .matching import MatchResult, match_predictions
 from .predictions import check_predictions, read_predictions
@@ -29,11 +31,9 @@ __all__ = [
     "coco_evaluate",
     "evaluate_instances",
     "evaluate_results",
-    "instances_to_coco_results",
-    "instances_to_results",
     "mask_map",
     "match_predictions",
+    "predict_records",
     "read_predictions",
-    "records_to_coco",
     "write_report",
 ]

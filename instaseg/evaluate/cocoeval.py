@@ -1,8 +1,9 @@
 """COCO metrics (AP, AP50, AP75, AP small/medium/large, AR@1/10/max) with faster-coco-eval.
 
-Ground truth is the *canonical COCO* of a dataset, built from the records already in memory (no image is
-read again): image ``id`` = ``Record.image_id`` (1-based), ``category_id`` = the label 1..K of
-:class:`~instaseg.core.ClassMap`, annotation ids 1..N in record order. Predictions are COCO results:
+Ground truth is the *canonical COCO* of a dataset, built from the records already in memory by
+:func:`instaseg.formats.coco_export.records_to_coco` (no image is read again): image ``id`` =
+``Record.image_id`` (1-based), ``category_id`` = the label 1..K. Predictions are COCO results
+(:func:`instaseg.formats.coco_export.instances_to_coco_results`):
 ``{"image_id", "category_id", "score", "bbox": [x, y, w, h], "segmentation": compressed RLE}``.
 
 For mask AP, detections carry no ``bbox`` so that the small/medium/large ranges use the mask area, the
@@ -17,7 +18,8 @@ import numpy as np
 from faster_coco_eval import COCO, COCOeval_faster
 from pycocotools import mask as coco_mask
 
-from ..core import ClassMap, Instances, Record, mask_to_rle, rle_for_pycocotools
+from ..core import Record
+from ..masks import rle_for_pycocotools
 
 IOU_TYPES = ("bbox", "segm")
 
@@ -32,76 +34,6 @@ def _silent(*args, **kwargs) -> None:
 def dataset_has_masks(records: list[Record]) -> bool:
     """True when at least one (non-crowd or crowd) annotation of the records has a mask."""
     return any(a.has_mask for r in records for a in r.annotations)
-
-
-def records_to_coco(records: list[Record], class_map: ClassMap) -> dict:
-    """The canonical COCO ground truth of ``records`` (a dict, nothing is read from disk).
-
-    Images keep ``Record.image_id`` as id; annotations get ids 1..N in record order, ``bbox`` ``[x, y, w,
-    h]`` pixels, ``area`` (mask area, or box area for boxes only), ``iscrowd``, and ``segmentation`` (COCO
-    compressed RLE, ``counts`` str) when the dataset has masks. An annotation with a box only, in a dataset
-    with masks, gets its filled box as mask (as training does).
-    """
-    with_masks = dataset_has_masks(records)
-    images, annotations = [], []
-    for record in records:
-        images.append(
-            {
-                "id": record.image_id,
-                "file_name": record.file_name,
-                "width": record.width,
-                "height": record.height,
-            }
-        )
-        for a in record.annotations:
-            x0, y0, x1, y1 = (float(v) for v in a.box)
-            ann = {
-                "id": len(annotations) + 1,
-                "image_id": record.image_id,
-                "category_id": int(a.label),
-                "bbox": [x0, y0, x1 - x0, y1 - y0],
-                "area": a.area,
-                "iscrowd": int(a.iscrowd),
-            }
-            if with_masks:
-                ann["segmentation"] = (
-                    a.rle if a.rle is not None else _box_rle(a.box, record.height, record.width)
-                )
-                ann["area"] = float(coco_mask.area(rle_for_pycocotools(ann["segmentation"])))
-            annotations.append(ann)
-    categories = [{"id": i + 1, "name": n} for i, n in enumerate(class_map.names)]
-    return {"images": images, "annotations": annotations, "categories": categories}
-
-
-def _box_rle(box, height: int, width: int) -> dict:
-    x0, y0, x1, y1 = (float(v) for v in box)
-    rle = coco_mask.frPyObjects([[x0, y0, x0, y1, x1, y1, x1, y0]], height, width)[0]
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
-
-
-def instances_to_coco_results(image_id: int, instances: Instances) -> list[dict]:
-    """COCO results of one image's predictions (``instances.scores`` required unless empty).
-
-    Boxes become ``[x, y, w, h]``; masks ``(N, H, W)`` bool become compressed RLE (``counts`` str).
-    """
-    if instances.scores is None and len(instances):
-        raise ValueError(
-            f"predictions for image {image_id} have no scores; COCO AP needs a score per instance"
-        )
-    results = []
-    for i in range(len(instances)):
-        x0, y0, x1, y1 = (float(v) for v in instances.boxes[i])
-        item = {
-            "image_id": int(image_id),
-            "category_id": int(instances.labels[i]),
-            "score": float(instances.scores[i]),
-            "bbox": [x0, y0, x1 - x0, y1 - y0],
-        }
-        if instances.masks is not None:
-            item["segmentation"] = mask_to_rle(instances.masks[i])
-        results.append(item)
-    return results
 
 
 def summary_names(max_dets: int) -> list[str]:
@@ -168,7 +100,7 @@ def _detections(results: list[dict], iou_type: str) -> list[dict]:
 
 
 def coco_evaluate(gt: dict, results: list[dict], iou_type: str, max_dets: int = 100) -> CocoMetrics:
-    """Run COCO evaluation of ``results`` (checked COCO results) against ``gt`` (:func:`records_to_coco`).
+    """Run COCO evaluation of ``results`` (checked COCO results) against ``gt`` (``records_to_coco``).
 
     Every image of ``gt`` is evaluated (an image without predictions counts its ground truth as missed).
     ``max_dets`` is the largest number of detections per image kept (AP uses it; AR is given at 1, 10 and

@@ -2,23 +2,24 @@
 plain-language matching (precision/recall/F1, mean mask IoU, confusion matrix).
 
 :func:`evaluate_results` takes COCO results (a predictions file, see :mod:`.predictions`);
-:func:`evaluate_instances` takes the model's :class:`~instaseg.core.Instances` per record, which is what the
-training loop's periodic validation and ``evaluate CHECKPOINT`` use.
+:func:`evaluate_instances` takes one :class:`~instaseg.core.Instances` per record, as
+:func:`predict_records` makes them with a :class:`~instaseg.model.predictor.Predictor` (what
+``evaluate CHECKPOINT`` and training's ``--select map`` use). Both routes turn instances into COCO results
+with the same converter as ``instaseg predict --save json``, so they give the same AP.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from ..core import ClassMap, Instances, Record
-from .cocoeval import (
-    CocoMetrics,
-    coco_evaluate,
-    dataset_has_masks,
-    instances_to_coco_results,
-    records_to_coco,
-)
+from ..formats.coco_export import instances_to_coco_results, records_to_coco
+from ..images import load_image
+from .cocoeval import CocoMetrics, coco_evaluate, dataset_has_masks
 from .matching import MatchResult, match_predictions
 
 NA = "n/a"  # how an unavailable metric is written in report.json and report.md
@@ -166,26 +167,26 @@ def evaluate_instances(
     config: EvaluationConfig = EvaluationConfig(),
 ) -> Evaluation:
     """Evaluate one :class:`~instaseg.core.Instances` per record (same order; ``scores`` required, labels in
-    ``class_map``'s 1..K; masks ``(N, H, W)`` bool at the record's size, or ``None`` for boxes only)."""
-    results, with_masks = instances_to_results(records, class_map, predictions)
+    ``class_map``'s 1..K; masks at the record's size, or ``None`` for boxes only)."""
+    results, with_masks = _coco_results(records, class_map, predictions)
     notes = [] if with_masks else ["The model predicted boxes only: mask metrics are not available."]
     return evaluate_results(records, class_map, results, with_masks, config, notes)
 
 
-def instances_to_results(
+def _coco_results(
     records: list[Record], class_map: ClassMap, predictions: list[Instances]
 ) -> tuple[list[dict], bool]:
-    """COCO results of one ``Instances`` per record, and whether they all carry masks."""
+    """COCO results of one ``Instances`` per record (checked against it), and whether they all carry masks."""
     if len(predictions) != len(records):
         raise ValueError(f"{len(predictions)} predictions for {len(records)} records; give one per record")
     results: list[dict] = []
     with_masks = True
     for record, instances in zip(records, predictions, strict=True):
-        if instances.masks is None:
+        if not instances.has_masks:
             with_masks = with_masks and len(instances) == 0
-        elif instances.masks.shape[1:] != (record.height, record.width):
+        elif instances.image_size != (record.height, record.width):
             raise ValueError(
-                f"masks of {record.file_name} are {instances.masks.shape[1:]} (H, W), the image is "
+                f"masks of {record.file_name} are {instances.image_size} (H, W), the image is "
                 f"({record.height}, {record.width}); predict at the image's size"
             )
         if len(instances) and instances.labels.max() > class_map.num_classes:
@@ -193,11 +194,45 @@ def instances_to_results(
                 f"prediction label {instances.labels.max()} on {record.file_name} is outside "
                 f"1..{class_map.num_classes} ({', '.join(class_map.names)})"
             )
-        results.extend(instances_to_coco_results(record.image_id, instances))
+        results.extend(instances_to_coco_results(instances, record.image_id))
     if not with_masks:
         for r in results:
             r.pop("segmentation", None)
     return results, with_masks
+
+
+def predict_records(
+    predictor,
+    records: list[Record],
+    label_map: dict[int, int] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[Instances]:
+    """Predictions of ``predictor`` (:class:`~instaseg.model.predictor.Predictor`) on each record's image.
+
+    Args:
+        label_map: model label -> dataset label (the same class names in another order); identity if ``None``.
+        progress: called with the number of images done after each one.
+    """
+    lookup = None
+    if label_map is not None:
+        lookup = np.zeros(max(label_map) + 1, dtype=np.int64)
+        for model_label, data_label in label_map.items():
+            lookup[model_label] = data_label
+    predictions = []
+    for done, record in enumerate(records, start=1):
+        instances = predictor.predict_arrays([load_image(record.image)])[0]
+        if lookup is not None:
+            instances = Instances(
+                instances.boxes,
+                lookup[instances.labels],
+                instances.masks,
+                instances.scores,
+                instances.image_size,
+            )
+        predictions.append(instances)
+        if progress is not None:
+            progress(done)
+    return predictions
 
 
 def mask_map(
@@ -205,6 +240,6 @@ def mask_map(
 ) -> float | None:
     """Mask AP (COCO AP@[.50:.95]) for the training loop's validation and ``--select map``; box AP when the
     dataset or the predictions have boxes only; ``None`` when undefined (no ground truth at all)."""
-    results, with_masks = instances_to_results(records, class_map, predictions)
+    results, with_masks = _coco_results(records, class_map, predictions)
     iou_type = "segm" if with_masks and dataset_has_masks(records) else "bbox"
     return coco_evaluate(records_to_coco(records, class_map), results, iou_type, max_dets).summary["AP"]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from pycocotools import mask as coco_mask
 
-from ..core import rle_for_pycocotools
+from ..masks import rle_for_pycocotools
 
 
 @dataclass

@@ -20,7 +20,7 @@ import numpy as np
 from pycocotools import mask as coco_mask
 
 from .. import storage
-from ..core import rle_for_pycocotools
+from ..masks import rle_for_pycocotools
 from ..problems import DatasetError
 
 _EXAMPLES = 5  # how many offending entries an error message quotes

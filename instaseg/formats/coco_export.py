@@ -1,8 +1,9 @@
-"""Write an imported :class:`~instaseg.dataset.Dataset` as canonical COCO instance segmentation.
+"""Records and predictions -> COCO: :func:`records_to_coco` (ground truth, ``instaseg convert``),
+:func:`instances_to_coco_results` (predictions), :func:`write_coco` (a dataset to a file or folder).
 
-Canonical means: image, annotation and category ids start at 1 (category id = label 1..K), ``bbox`` is
-``[x, y, width, height]`` in pixels, ``area`` is the mask area in pixels (the box area for box-only
-objects), and ``segmentation`` is either polygons or compressed RLE (``counts`` as a string).
+Canonical COCO means: ids start at 1 (image id = ``Record.image_id``, category id = label 1..K), ``bbox``
+is ``[x, y, width, height]`` in pixels, ``area`` is the mask area in pixels, and ``segmentation`` is
+polygons or compressed RLE (``counts`` as a string).
 """
 
 from __future__ import annotations
@@ -10,10 +11,59 @@ from __future__ import annotations
 import posixpath
 
 from .. import storage
-from ..core import Annotation, Record, mask_to_polygons, mask_to_rle, polygons_to_rle, rle_to_mask
+from ..core import Annotation, ClassMap, Instances, Record
 from ..dataset import Dataset
+from ..masks import box_to_rle, mask_to_polygons, polygons_to_rle, rle_area, rle_to_mask
 
 MASK_FORMATS = ("polygon", "rle")
+
+
+def records_to_coco(
+    records: list[Record],
+    class_map: ClassMap,
+    mask_format: str = "rle",
+    file_names: dict[int, str] | None = None,
+) -> dict:
+    """The canonical COCO dict (``images``, ``annotations``, ``categories``) of ``records``.
+
+    The one converter from records to COCO, used by ``instaseg convert`` and as the ground truth of every
+    evaluation. Rules:
+
+    - image ``id`` = ``Record.image_id`` (1-based position in the dataset as imported, so predictions can
+      name images by it); annotation ids 1..N in record order; ``category_id`` = the label 1..K;
+    - ``bbox`` ``[x, y, w, h]`` pixels; ``area`` the mask area in pixels;
+    - ``mask_format="rle"``: every mask as compressed RLE (``counts`` str); ``"polygon"``: an object's
+      source polygons when it has them, else polygons traced from its mask, and RLE for a mask polygons
+      cannot reproduce pixel-exactly (one with holes). Crowd regions are always RLE;
+    - a box-only object, in a dataset where other objects have masks, gets its filled box as an RLE mask
+      (:func:`~instaseg.masks.box_to_rle`, the rasterisation training uses); in a dataset of boxes only,
+      objects have ``segmentation: []`` and ``area`` the box area.
+
+    Args:
+        file_names: ``id(record) -> file_name`` to write instead of ``record.file_name``.
+    """
+    if mask_format not in MASK_FORMATS:
+        raise ValueError(f"unknown mask format {mask_format!r}; valid: {', '.join(MASK_FORMATS)}")
+    file_names = file_names or {}
+    with_masks = any(a.has_mask for r in records for a in r.annotations)
+    images, annotations = [], []
+    for record in records:
+        images.append(
+            {
+                "id": record.image_id,
+                "file_name": file_names.get(id(record), record.file_name),
+                "width": record.width,
+                "height": record.height,
+            }
+        )
+        for annotation in record.annotations:
+            coco = annotation_to_coco(annotation, record, mask_format, with_masks)
+            annotations.append({"id": len(annotations) + 1, **coco})
+    categories = [
+        {"id": label, "name": name, "supercategory": ""}
+        for label, name in enumerate(class_map.names, start=1)
+    ]
+    return {"images": images, "annotations": annotations, "categories": categories}
 
 
 def dataset_to_coco(
@@ -22,73 +72,65 @@ def dataset_to_coco(
     include_missing: bool = False,
     file_names: dict[int, str] | None = None,
 ) -> dict:
-    """The COCO dict (``images``, ``annotations``, ``categories``, ``info``) of ``dataset``.
-
-    Args:
-        dataset: the imported dataset.
-        mask_format: ``"polygon"``: an object's source polygons when it has them, else polygons traced
-            from its mask; a mask that polygons cannot reproduce pixel-exactly (one with holes) is written
-            as RLE. ``"rle"``: every mask as compressed RLE. Crowd regions are always RLE; box-only objects
-            get an empty ``segmentation``.
-        include_missing: also list images whose file is missing (``record.image is None``).
-        file_names: ``id(record) -> file_name`` to write instead of ``record.file_name``.
-    """
-    if mask_format not in MASK_FORMATS:
-        raise ValueError(f"unknown mask format {mask_format!r}; valid: {', '.join(MASK_FORMATS)}")
+    """:func:`records_to_coco` of a dataset's records whose image file exists (all with ``include_missing``),
+    with an ``info`` entry naming the source."""
     records = dataset.records if include_missing else dataset.present
-    file_names = file_names or {}
-    images, annotations = [], []
-    for image_id, record in enumerate(records, start=1):
-        images.append(
-            {
-                "id": image_id,
-                "file_name": file_names.get(id(record), record.file_name),
-                "width": record.width,
-                "height": record.height,
-            }
-        )
-        for annotation in record.annotations:
-            annotations.append(
-                annotation_to_coco(
-                    annotation, record, mask_format, annotation_id=len(annotations) + 1, image_id=image_id
-                )
-            )
-    categories = [
-        {"id": label, "name": name, "supercategory": ""}
-        for label, name in enumerate(dataset.class_map.names, start=1)
-    ]
+    coco = records_to_coco(records, dataset.class_map, mask_format, file_names)
     info = {"description": f"exported by instaseg from {dataset.format} {dataset.source}"}
-    return {"info": info, "images": images, "annotations": annotations, "categories": categories}
+    return {"info": info, **coco}
 
 
-def annotation_to_coco(
-    annotation: Annotation, record: Record, mask_format: str, annotation_id: int, image_id: int
-) -> dict:
-    """One COCO annotation dict; ``bbox`` is xywh, ``category_id`` the label."""
+def annotation_to_coco(annotation: Annotation, record: Record, mask_format: str, with_masks: bool) -> dict:
+    """One COCO annotation dict without ``id`` (see :func:`records_to_coco` for the rules)."""
     x0, y0, x1, y1 = annotation.box
     coco = {
-        "id": annotation_id,
-        "image_id": image_id,
+        "image_id": record.image_id,
         "category_id": annotation.label,
         "bbox": [x0, y0, x1 - x0, y1 - y0],
         "area": annotation.area,
         "iscrowd": int(annotation.iscrowd),
     }
-    if annotation.rle is None:
-        coco["segmentation"] = []
-    elif annotation.iscrowd or mask_format == "rle":
-        coco["segmentation"] = {"size": list(annotation.rle["size"]), "counts": annotation.rle["counts"]}
+    rle = annotation.rle
+    if rle is None:
+        if not with_masks:
+            coco["segmentation"] = []
+            return coco
+        rle = box_to_rle(annotation.box, record.height, record.width)
+        coco["area"] = float(rle_area(rle))
+    if annotation.rle is None or annotation.iscrowd or mask_format == "rle":
+        coco["segmentation"] = {"size": list(rle["size"]), "counts": rle["counts"]}
     elif annotation.polygons:
         coco["segmentation"] = [list(p) for p in annotation.polygons]
     else:
-        polygons = mask_to_polygons(rle_to_mask(annotation.rle))
-        exact = (
-            polygons
-            and polygons_to_rle(polygons, record.height, record.width)["counts"]
-            == mask_to_rle(rle_to_mask(annotation.rle))["counts"]
-        )
-        coco["segmentation"] = polygons if exact else dict(annotation.rle)
+        polygons = mask_to_polygons(rle_to_mask(rle))
+        exact = polygons and polygons_to_rle(polygons, record.height, record.width)["counts"] == rle["counts"]
+        coco["segmentation"] = polygons if exact else dict(rle)
     return coco
+
+
+def instances_to_coco_results(instances: Instances, image_id: int | None = None) -> list[dict]:
+    """COCO results of one image's predictions: the one converter, used by ``predict --save json``, the
+    web demo's download and every evaluation (so they score the same).
+
+    Each instance gives ``{"image_id" (when given), "category_id": label 1..K, "score" (5 decimals),
+    "bbox": [x, y, w, h] pixels (2 decimals), "segmentation": compressed RLE}`` (no segmentation for
+    box-only instances). ``instances.scores`` is required unless there are none.
+    """
+    if instances.scores is None and len(instances):
+        raise ValueError(
+            f"predictions for image {image_id} have no scores; COCO AP needs a score per instance"
+        )
+    results = []
+    for i in range(len(instances)):
+        x0, y0, x1, y1 = (float(v) for v in instances.boxes[i])
+        item = {} if image_id is None else {"image_id": int(image_id)}
+        item["category_id"] = int(instances.labels[i])
+        item["score"] = round(float(instances.scores[i]), 5)
+        item["bbox"] = [round(v, 2) for v in (x0, y0, x1 - x0, y1 - y0)]
+        if instances.has_masks:
+            item["segmentation"] = instances.rle(i)
+        results.append(item)
+    return results
 
 
 def annotation_location(location: str) -> str:

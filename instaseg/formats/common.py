@@ -6,14 +6,15 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pycocotools import mask as coco_mask
 
 from .. import storage
-from ..core import Annotation, mask_to_rle, polygons_to_rle, rle_for_pycocotools
+from ..core import Annotation
+from ..images import ImageError, ImageHeader, read_header
+from ..masks import mask_to_rle, polygons_to_rle, rle_for_pycocotools
 from ..problems import ProblemLog
 
 # Label Studio prefixes uploaded files with 8 hex digits: "2f4821cd-10.jpg"; its COCO export with images
@@ -80,49 +81,26 @@ def _normalise(location: str) -> str:
     return os.path.normpath(location)
 
 
-@dataclass(frozen=True)
-class ImageInfo:
-    """What an image header says: displayed size (EXIF orientation applied), PIL mode, orientation tag."""
-
-    width: int
-    height: int
-    mode: str
-    orientation: int
-
-
-def read_image_info(location: str, decode: bool = False) -> ImageInfo:
-    """Read an image's header (and, with ``decode``, all its pixels to prove it is not corrupt).
+def read_image_info(location: str, decode: bool = False) -> ImageHeader:
+    """Read an image file's header (:func:`instaseg.images.read_header`) and, with ``decode``, all its
+    pixels to prove it is not corrupt.
 
     Raises ``ValueError`` with a message for a person when the file is empty, not an image, or corrupt.
     """
     with storage.open_file(location) as f:
         try:
-            with Image.open(f) as img:
-                width, height = img.size
-                orientation = _orientation(img)
-                mode = img.mode
-                if decode:
+            header = read_header(f, location)
+            if decode:
+                f.seek(0)
+                with Image.open(f) as img:
                     img.load()
-        except UnidentifiedImageError:
-            size = storage.file_size(location)
-            raise ValueError("empty file (0 bytes)" if size == 0 else "not an image PIL can read") from None
+        except ImageError as e:
+            if storage.file_size(location) == 0:
+                raise ValueError("empty file (0 bytes)") from None
+            raise ValueError(str(e).removeprefix(f"{location}: ")) from None
         except (OSError, SyntaxError) as e:
             raise ValueError(f"corrupt or truncated image: {e}") from None
-    if orientation in (5, 6, 7, 8):  # rotated by 90 or 270 degrees: displayed size is transposed
-        width, height = height, width
-    return ImageInfo(width, height, mode, orientation)
-
-
-def _orientation(img: Image.Image) -> int:
-    """EXIF orientation tag (1 = upright) without decoding pixels.
-
-    For PNG, ``getexif()`` decodes the whole image when the eXIf chunk is absent from the header, so only
-    an eXIf chunk placed before the pixel data is read.
-    """
-    if img.format == "PNG":
-        raw = img.info.get("exif")
-        return int(Image.Exif().load(raw).get(0x0112, 1) or 1) if raw else 1
-    return int(img.getexif().get(0x0112, 1) or 1)
+    return header
 
 
 def _finite_numbers(values) -> np.ndarray | None:

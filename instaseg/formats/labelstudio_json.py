@@ -146,7 +146,7 @@ def _min_to_tasks(items: list[dict], source: str) -> list[dict]:
                     )
             else:
                 data[key] = value
-        if _image_field(data) is None:
+        if task_image_field(data) is None:
             raise DatasetError(
                 f"item {item.get('id', f'#{i}')} has neither 'data' (native JSON export) nor "
                 "an image field (JSON_MIN export); export the project as JSON",
@@ -165,10 +165,18 @@ def _min_to_tasks(items: list[dict], source: str) -> list[dict]:
     return list(tasks.values())
 
 
-def _image_field(data: dict) -> str | None:
-    """The task's image reference: ``data["image"]``, else the one field that looks like an image."""
-    if isinstance(data.get("image"), str):
-        return data["image"]
+# Task data keys that commonly hold the image, in the order they are tried (``$image`` is the default).
+IMAGE_KEYS = ("image", "img", "photo", "picture", "url")
+
+
+def task_image_field(data) -> str | None:
+    """A task's image reference (``data`` of a Label Studio task): ``data["image"]`` (or another common
+    key), else the one string field that looks like an image path or URL; ``None`` when there is none."""
+    if not isinstance(data, dict):
+        return None
+    for key in IMAGE_KEYS:
+        if isinstance(data.get(key), str) and data[key]:
+            return data[key]
     candidates = [
         v
         for v in data.values()
@@ -245,7 +253,7 @@ def _task_to_record(
     task: dict, annotation, class_map: ClassMap, resolver: ImageResolver, source: str, log: ProblemLog
 ) -> Record | None:
     task_id = task.get("id")
-    raw = _image_field(task["data"])
+    raw = task_image_field(task["data"])
     if raw is None:
         log.error(
             f"task {task_id} has no image field in 'data' (found keys: {', '.join(task['data'])})",

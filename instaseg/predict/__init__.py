@@ -1,14 +1,20 @@
-"""Prediction: a :class:`Predictor` (checkpoint or ONNX file -> instances), inputs, outputs and ONNX export.
+"""``instaseg predict``'s inputs and outputs. The prediction itself is :class:`instaseg.model.predictor.Predictor`.
 
-- :mod:`.predictor`: :class:`Predictor`, images (path, URL, PIL, array) -> instances in original pixels;
-- :mod:`.engine`: the network's forward pass and box-local mask pasting;
-- :mod:`.crops`: :class:`CroppedInstances`, predictions whose masks are kept per box;
-- :mod:`.inputs`: INPUT arguments (files, folders, globs, bucket URLs) -> image locations;
-- :mod:`.outputs`: overlay/binary/rgb/ids PNGs, COCO results and Label Studio pre-annotations;
-- :mod:`.onnx`: export to ONNX, the ONNX Runtime engine, and the parity check.
+- :mod:`.inputs`: INPUT arguments (files, folders, globs, bucket URLs) -> image locations and output names;
+- :mod:`.outputs`: overlay/binary/rgb/ids PNGs, COCO results and Label Studio pre-annotations.
+
+Importing this package loads nothing heavy (the CLI reads :data:`SAVE_KINDS` from it for ``--help``).
 """
 
-from .crops import CroppedInstances
-from .predictor import Predictor
+# --save names, in the order --help lists them. "json" and "label-studio" are assembled for the whole run.
+SAVE_KINDS = ("overlay", "binary", "instance-masks", "rgb", "ids", "json", "label-studio")
 
-__all__ = ["CroppedInstances", "Predictor"]
+
+def check_save_kinds(kinds: list[str]) -> list[str]:
+    """``kinds`` without repeats; ``ValueError`` listing the valid names for an unknown one or none at all."""
+    unknown = [k for k in kinds if k not in SAVE_KINDS]
+    if unknown or not kinds:
+        raise ValueError(
+            f"unknown output(s) {', '.join(unknown) or '(none)'}; valid: {', '.join(SAVE_KINDS)}"
+        )
+    return list(dict.fromkeys(kinds))

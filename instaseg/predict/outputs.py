@@ -16,26 +16,18 @@ Layout under the output folder ``OUT`` for an image named ``sub/photo.jpg`` (see
 from __future__ import annotations
 
 import posixpath
-import uuid
 from dataclasses import dataclass
 
 import numpy as np
 
 from .. import render, storage
-from ..core import ClassMap, mask_to_polygons
-from .crops import CroppedInstances
+from ..core import ClassMap, Instances
+from ..formats.coco_export import instances_to_coco_results
+from ..formats.labelstudio_export import instances_to_label_studio_regions, label_studio_prediction
+from . import check_save_kinds
 from .inputs import ImageInput
 
-# --save names -> what they write. "json" and "label-studio" are assembled for the whole run at the end.
-SAVE_KINDS = ("overlay", "binary", "instance-masks", "rgb", "ids", "json", "label-studio")
 IMAGE_KINDS = {"overlay": ".jpg", "binary": ".png", "rgb": ".png", "ids": ".png"}
-
-
-def check_save_kinds(kinds: list[str]) -> list[str]:
-    unknown = [k for k in kinds if k not in SAVE_KINDS]
-    if unknown:
-        raise ValueError(f"unknown output(s) {', '.join(unknown)}; valid: {', '.join(SAVE_KINDS)}")
-    return list(dict.fromkeys(kinds))
 
 
 @dataclass(frozen=True)
@@ -69,7 +61,7 @@ class OutputWriter:
 
     Args:
         out: output folder (path or URL).
-        kinds: a subset of :data:`SAVE_KINDS`.
+        kinds: a subset of :data:`instaseg.predict.SAVE_KINDS`.
         class_map: the model's classes.
         label_studio: options of the ``label-studio`` output.
     """
@@ -97,7 +89,7 @@ class OutputWriter:
         halfway through an image redoes that image)."""
         return storage.exists(self.path("parts", image.name))
 
-    def write(self, image: ImageInput, pixels: np.ndarray, instances: CroppedInstances) -> None:
+    def write(self, image: ImageInput, pixels: np.ndarray, instances: Instances) -> None:
         """Write the per-image outputs of one image (pixels: RGB uint8 ``(H, W, 3)`` as predicted)."""
         height, width = pixels.shape[:2]
         if "overlay" in self.kinds:
@@ -105,24 +97,29 @@ class OutputWriter:
             storage.write_bytes(self.path("overlay", image.name), render.encode_jpeg(overlay))
             del overlay
         if "binary" in self.kinds:
-            data = render.encode_png(render.binary_mask(instances, height, width))
+            data = render.encode_png(render.binary_mask(instances))
             storage.write_bytes(self.path("binary", image.name), data)
         if "instance-masks" in self.kinds:
             folder = self.path("instances", image.name)
-            for i, mask in enumerate(render.instance_mask_images(instances, height, width)):
+            for i, mask in enumerate(render.instance_mask_images(instances)):
                 label = self.class_map.name(int(instances.labels[i]))
                 storage.write_bytes(storage.join(folder, f"{i + 1:03d}_{label}.png"), render.encode_png(mask))
         if "rgb" in self.kinds:
-            data = render.encode_png(render.rgb_masked_image(instances, height, width))
+            data = render.encode_png(render.rgb_masked_image(instances))
             storage.write_bytes(self.path("rgb", image.name), data)
         if "ids" in self.kinds:
-            data = render.encode_png(render.instance_id_image(instances, height, width))
+            data = render.encode_png(render.instance_id_image(instances))
             storage.write_bytes(self.path("ids", image.name), data)
         part = {"location": image.location, "file_name": image.name, "width": width, "height": height}
         if "json" in self.kinds:
-            part["results"] = instances_to_results(instances)
+            part["results"] = instances_to_coco_results(instances)
         if "label-studio" in self.kinds:
-            part["label_studio"] = instances_to_label_studio(instances, self.class_map, self.label_studio)
+            options = self.label_studio
+            names = {i + 1: name for i, name in enumerate(self.class_map.names)}
+            kind = "brushlabels" if options.brush else "polygonlabels"
+            part["label_studio"] = instances_to_label_studio_regions(
+                instances, names, kind, options.from_name, options.to_name
+            )
         storage.write_json(self.path("parts", image.name), part)
 
     def finish(self, images: list[ImageInput]) -> dict[str, str]:
@@ -154,61 +151,5 @@ class OutputWriter:
     def _task(self, image: ImageInput, part: dict) -> dict:
         options = self.label_studio
         source = options.image_prefix + image.name if options.image_prefix is not None else image.location
-        result = part["label_studio"]
-        score = float(np.mean([r["score"] for r in result])) if result else 0.0
-        return {
-            "data": {options.data_key: source},
-            "predictions": [{"model_version": options.model_version, "score": score, "result": result}],
-        }
-
-
-def instances_to_results(instances: CroppedInstances) -> list[dict]:
-    """COCO results of one image without ``image_id``: category, score, bbox ``[x, y, w, h]``, RLE."""
-    results = []
-    for i in range(len(instances)):
-        x0, y0, x1, y1 = (float(v) for v in instances.boxes[i])
-        results.append(
-            {
-                "category_id": int(instances.labels[i]),
-                "score": round(float(instances.scores[i]), 5),
-                "bbox": [round(v, 2) for v in (x0, y0, x1 - x0, y1 - y0)],
-                "segmentation": instances.rle(i),
-            }
-        )
-    return results
-
-
-def instances_to_label_studio(
-    instances: CroppedInstances, class_map: ClassMap, options: LabelStudioOptions
-) -> list[dict]:
-    """Label Studio ``result`` items of one image's predictions.
-
-    Polygons: one ``polygonlabels`` region per connected part of a mask, points in percent of the image's
-    width/height (Label Studio's convention). Brush: one ``brushlabels`` region per instance with its RLE.
-    """
-    from ..formats.brush import mask_to_brush_rle
-
-    height, width = instances.height, instances.width
-    results = []
-    for i, (y0, x0, crop) in enumerate(instances.pieces()):
-        name = class_map.name(int(instances.labels[i]))
-        common = {
-            "from_name": options.from_name,
-            "to_name": options.to_name,
-            "original_width": width,
-            "original_height": height,
-            "image_rotation": 0,
-            "score": round(float(instances.scores[i]), 5),
-        }
-        if options.brush:
-            if crop.any():
-                value = {"format": "rle", "rle": mask_to_brush_rle(instances.mask(i)), "brushlabels": [name]}
-                results.append({"id": uuid.uuid4().hex[:10], "type": "brushlabels", "value": value, **common})
-            continue
-        for polygon in mask_to_polygons(crop):
-            xs = (np.asarray(polygon[0::2]) + x0) * (100.0 / width)
-            ys = (np.asarray(polygon[1::2]) + y0) * (100.0 / height)
-            points = [[round(float(x), 4), round(float(y), 4)] for x, y in zip(xs, ys, strict=True)]
-            value = {"points": points, "polygonlabels": [name], "closed": True}
-            results.append({"id": uuid.uuid4().hex[:10], "type": "polygonlabels", "value": value, **common})
-    return results
+        prediction = label_studio_prediction(part["label_studio"], options.model_version)
+        return {"data": {options.data_key: source}, "predictions": [prediction]}

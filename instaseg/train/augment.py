@@ -16,7 +16,8 @@ import albumentations as A
 import cv2
 import numpy as np
 
-from .config import AUGMENTATIONS, RESIZE_MODES, check_choice
+from ..model.config import RESIZE_MODES, check_choice
+from .config import AUGMENTATIONS
 
 
 def resize_transform(image_size: int, resize: str) -> A.BasicTransform:

@@ -1,79 +1,28 @@
-"""Configuration of a training run (:class:`TrainConfig`) and of a model (:class:`ModelConfig`).
+"""Configuration of a training run: :class:`TrainConfig` (the model's part is
+:class:`~instaseg.model.config.ModelConfig`).
 
-Both are plain dataclasses of plain values: they are saved inside checkpoints as dicts
-(:func:`dataclasses.asdict`) and rebuilt with :meth:`from_dict`, so loading a checkpoint never unpickles code.
-Only the CLI turns flags into them.
+A plain dataclass of plain values: saved inside checkpoints as a dict and rebuilt with
+:meth:`TrainConfig.from_dict`, so loading a checkpoint never unpickles code. Only the CLI turns flags into it.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import os
+from dataclasses import asdict, dataclass, field
+
+from ..model.config import DEVICES, check_choice, dataclass_from_dict
 
 # Valid values of the string options; errors list them.
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("cosine", "step")
-RESIZE_MODES = ("keep", "square")
 AUGMENTATIONS = ("default", "none")
-DEVICES = ("auto", "cpu", "cuda", "mps")
 SELECT_RULES = ("loss", "map")
 
 
-def check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
-    """``ValueError`` listing the valid values when ``value`` is not one of them."""
-    if value not in valid:
-        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """What is needed to rebuild a model and to run it at test time.
-
-    Attributes:
-        arch: a key of :data:`instaseg.train.model.ARCHITECTURES`.
-        num_classes: K, object classes without background (the predictors have K+1 outputs).
-        image_size: pixels of the longest side the model works at. The model's ``GeneralizedRCNNTransform``
-            gets ``min_size = max_size = image_size``: an image already resized by the data pipeline (longest
-            side = image_size, or square) passes through unchanged, and an image given at prediction time
-            is scaled so that its longest side is ``image_size``, as in training.
-        resize: ``"keep"`` (aspect ratio kept, longest side = image_size) or ``"square"``.
-        trainable_backbone_layers: backbone stages (0..5, counted from the last) that train; ``None`` for
-            the default (3 with pretrained weights, 5 from scratch).
-        pretrained_backbone: whether the backbone was built for pretrained weights (frozen BatchNorm) or
-            from scratch (trainable BatchNorm); decides the layer types, hence must be saved.
-        score_threshold: detections below this score are dropped at test time.
-        nms_threshold: IoU of the per-class non-maximum suppression at test time.
-        detections_per_image: at most this many detections per image.
-        mask_threshold: mask probabilities >= this are the object (0.5 by convention).
-    """
-
-    arch: str = "maskrcnn_resnet50_fpn"
-    num_classes: int = 1
-    image_size: int = 1024
-    resize: str = "keep"
-    trainable_backbone_layers: int | None = None
-    pretrained_backbone: bool = True
-    score_threshold: float = 0.05
-    nms_threshold: float = 0.5
-    detections_per_image: int = 100
-    mask_threshold: float = 0.5
-
-    def __post_init__(self) -> None:
-        check_choice("resize mode", self.resize, RESIZE_MODES)
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
-        if self.image_size < 32:
-            raise ValueError(f"image_size must be >= 32 pixels, got {self.image_size}")
-        if self.trainable_backbone_layers is not None and not 0 <= self.trainable_backbone_layers <= 5:
-            raise ValueError(f"trainable_backbone_layers must be 0..5, got {self.trainable_backbone_layers}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> ModelConfig:
-        """Rebuild from :meth:`to_dict`; unknown keys (from a newer version) are ignored."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
+def default_workers() -> int:
+    """DataLoader workers when none are asked for: one core is left to the training process itself (on a
+    2-core CPU, two workers compete with training for the cores), at most 8."""
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
 @dataclass
@@ -122,7 +71,7 @@ class TrainConfig:
     seed: int = 0
     patience: int = 0
     select: str = "loss"
-    workers: int = 2
+    workers: int = field(default_factory=default_workers)
     augment: str = "default"
     minutes: float = 0.0
     splits: str | None = None
@@ -147,5 +96,5 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
+        """Rebuild from :meth:`to_dict`; unknown keys (from a newer version) are ignored."""
+        return dataclass_from_dict(cls, values)

@@ -18,8 +18,9 @@ import albumentations as A
 import numpy as np
 import torch
 
-from ..core import Record, masks_to_boxes
+from ..core import Record
 from ..images import load_image
+from ..masks import box_to_mask, masks_to_boxes
 from ..problems import DatasetError
 from .augment import reseed
 
@@ -27,7 +28,8 @@ from .augment import reseed
 def record_to_arrays(record: Record) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Decode one record: image RGB uint8 ``(H, W, 3)``, masks uint8 ``(N, H, W)``, labels int64 ``(N,)``.
 
-    Crowd regions are left out. An annotation with a box only is trained on its filled box as mask.
+    Crowd regions are left out. An annotation with a box only is trained on its filled box as mask
+    (:func:`~instaseg.masks.box_to_mask`, the rasterisation evaluation uses too).
     Raises ``DatasetError`` naming the image when the file's size differs from the record's.
     """
     if record.image is None:
@@ -40,13 +42,13 @@ def record_to_arrays(record: Record) -> tuple[np.ndarray, np.ndarray, np.ndarray
             image=record.file_name,
         )
     instances = record.instances(crowd=False)
-    n = len(instances)
-    if instances.masks is not None:
-        masks = instances.masks.astype(np.uint8)
-    else:
-        masks = np.zeros((n, record.height, record.width), dtype=np.uint8)
-        for i, (x0, y0, x1, y1) in enumerate(np.round(instances.boxes).astype(int)):
-            masks[i, y0:y1, x0:x1] = 1
+    if instances.has_masks:
+        masks = instances.dense_masks().astype(np.uint8)
+    else:  # a dataset of boxes only: each box trains as its filled box
+        masks = np.array(
+            [box_to_mask(b, record.height, record.width) for b in instances.boxes], dtype=np.uint8
+        )
+        masks = masks.reshape(len(instances), record.height, record.width)
     return image, masks, instances.labels
 
 

@@ -9,8 +9,12 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ..core import Record
+from ..model.architectures import LOSS_NAMES, compute_losses, frozen_statistics
+from ..model.config import ModelConfig
+from .augment import build_eval_transform
 from .config import TrainConfig
-from .model import LOSS_NAMES, compute_losses, frozen_statistics
+from .data import DetectionDataset, make_loader
 
 
 class TrainingError(Exception):
@@ -133,7 +137,7 @@ def train_one_epoch(
 
 def evaluate_losses(model: nn.Module, loader, device: torch.device, seed: int = 0) -> dict[str, float]:
     """Mean losses over ``loader`` without gradients, BatchNorm/Dropout frozen (see
-    :func:`~instaseg.train.model.frozen_statistics`).
+    :func:`~instaseg.model.architectures.frozen_statistics`).
 
     The heads sample proposals at random in train mode; the sampling is seeded with ``seed`` in a forked
     RNG, so validation losses of different epochs are comparable and training's RNG stream is untouched.
@@ -151,3 +155,13 @@ def evaluate_losses(model: nn.Module, loader, device: torch.device, seed: int = 
             for name in LOSS_NAMES:
                 sums[name] += losses[name].item()
     return {k: v / max(1, batches) for k, v in sums.items()}
+
+
+def compute_dataset_losses(
+    model: nn.Module, records: list[Record], model_config: ModelConfig, batch_size: int = 2, seed: int = 0
+) -> dict[str, float]:
+    """Mean losses (``loss`` and the five components) of ``model`` on ``records``, resized as in training
+    (no random augmentation), measured as the validation loss of :func:`~instaseg.train.fit.fit` is. Used by ``evaluate CHECKPOINT``."""
+    dataset = DetectionDataset(records, build_eval_transform(model_config.image_size, model_config.resize))
+    loader = make_loader(dataset, batch_size, False, 0, 0, seed)
+    return evaluate_losses(model, loader, next(model.parameters()).device, seed=seed)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from ..model.architectures import LOSS_NAMES
+
 
 def write_config(run_dir: Path, train_config: dict, model_config: dict, class_names: list[str]) -> Path:
     path = run_dir / "config.yaml"
@@ -79,3 +81,14 @@ class TensorBoardLog:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def epoch_summary(row: dict, epochs: int, best: bool) -> str:
+    """The line a person reads after each epoch: losses (validation per component), mAP, lr, seconds."""
+    parts = " ".join(f"{n.removeprefix('loss_')[:5]} {row['val_' + n]:.3f}" for n in LOSS_NAMES)
+    test = f"  test {row['test_loss']:.4f}" if "test_loss" in row else ""
+    metric = f"  mAP {row['val_map']:.4f}" if "val_map" in row else ""
+    return (
+        f"epoch {row['epoch']}/{epochs}  train {row['train_loss']:.4f}  val {row['val_loss']:.4f} "
+        f"({parts}){test}{metric}  lr {row['lr']:.2e}  {row['seconds']:.0f}s" + ("  * best" if best else "")
+    )

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from instaseg.core import rle_to_mask
+from instaseg.masks import rle_to_mask
 
 from .conftest import ARTIFACTS
 
@@ -66,15 +66,15 @@ def test_upload_segment_and_screenshot(page, serve_url, sample_image):
     ]
     json_url = next(link for link in links if link.split("?")[0].endswith(".json"))
     found = json.loads(fetch(json_url if json_url.startswith("http") else serve_url + json_url))
-    assert found["instances"], "the test model detects blobs on every image"
+    assert found["results"], "the test model detects blobs on every image"
     union = np.zeros(original.shape[:2], bool)
-    for instance in found["instances"]:
+    for instance in found["results"]:
         union |= rle_to_mask(instance["segmentation"])
     changed = (shown[:, :, :3] != original).any(axis=2)
     assert changed[union].mean() > 0.9
     # The table is virtualised (only visible rows are in the DOM); its grid states the row count + header.
     rows = int(page.locator("#detections [role=grid]").get_attribute("aria-rowcount"))
-    assert rows == len(found["instances"]) + 1
+    assert rows == len(found["results"]) + 1
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "serve_browser.png"), full_page=True)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from instaseg.core import rle_to_mask
+from instaseg.masks import rle_to_mask
 
 gradio_client = pytest.importorskip("gradio_client")
 
@@ -36,11 +36,12 @@ def test_returns_masked_image_table_and_downloads(client, sample_image):
     assert all(row[1] == "nucleus" and row[2] >= 0.5 and row[3] > 0 for row in rows)
     masks_png, predictions = sorted(downloads, key=lambda p: p.endswith(".json"))
     found = json.loads(open(predictions).read())
-    assert len(found["instances"]) == len(rows) and f"{len(rows)} objects" in status
+    assert len(found["results"]) == len(rows) and f"{len(rows)} objects" in status
+    assert found["categories"] == [{"id": 1, "name": "nucleus"}]  # the results' category_id 1..K
     ids = np.asarray(Image.open(masks_png))
     assert ids.shape == original.shape[:2] and set(np.unique(ids)) - {0} <= set(range(1, len(rows) + 1))
     union = np.zeros(original.shape[:2], bool)
-    for instance in found["instances"]:
+    for instance in found["results"]:
         union |= rle_to_mask(instance["segmentation"])
     assert union.any()
     changed = (output != original).any(axis=2)

@@ -125,6 +125,6 @@ def test_backend_predictions_round_trip_through_label_studio(label_studio, backe
         result = predicted[record.file_name.rsplit("/", 1)[-1]]
         assert len(record.annotations) == len(result)
         if kind == "brushlabels":
-            imported = record.instances().masks
+            imported = record.instances().dense_masks()
             for mask, region in zip(imported, result, strict=True):
                 assert np.array_equal(mask, brush_rle_to_mask(region["value"]["rle"], 256, 256))

@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from instaseg.app.ls_protocol import LabelConfigError, instances_to_regions, parse_label_config
+from instaseg.app.ls_protocol import LabelConfigError, parse_label_config
 from instaseg.app.pull import image_file_name
-from instaseg.core import ClassMap, Instances, masks_to_boxes, polygons_to_rle, rle_to_mask
+from instaseg.core import ClassMap, Instances
 from instaseg.formats.brush import brush_rle_to_mask
+from instaseg.formats.labelstudio_export import instances_to_label_studio_regions
+from instaseg.masks import masks_to_boxes, polygons_to_rle, rle_to_mask
 
 CONFIG = """<View><Header value="x"/><Image name="photo" value="$img"/>
   <Choices name="c" toName="photo"><Choice value="ok"/></Choices>
@@ -55,12 +57,19 @@ def two_objects(height=40, width=100) -> Instances:
     return Instances(masks_to_boxes(masks), [1, 1], masks, [0.9, 0.6])
 
 
+def regions_for(instances: Instances, tag: str) -> list[dict]:
+    """What the backend writes for a project with this control tag (the target parsed from its config)."""
+    target = parse_label_config(CONFIG.format(tag=tag))
+    names = target.label_for(ClassMap(("cell",)))
+    return instances_to_label_studio_regions(instances, names, target.kind, target.from_name, target.to_name)
+
+
 def test_polygon_regions_are_percent_and_rasterise_back_to_the_masks():
     instances = two_objects()
-    target = parse_label_config(CONFIG.format(tag="PolygonLabels"))
-    regions = instances_to_regions(instances, target, ClassMap(("cell",)))
+    regions = regions_for(instances, "PolygonLabels")
     assert [r["score"] for r in regions] == pytest.approx([0.9, 0.6])
-    for region, mask in zip(regions, instances.masks, strict=True):
+    assert {(r["from_name"], r["to_name"], r["type"]) for r in regions} == {("seg", "photo", "polygonlabels")}
+    for region, mask in zip(regions, instances.dense_masks(), strict=True):
         assert region["value"]["polygonlabels"] == ["cell"] and region["original_width"] == 100
         points = np.array(region["value"]["points"])
         assert points[:, 0].max() <= 100 and points[:, 1].max() <= 100
@@ -70,9 +79,8 @@ def test_polygon_regions_are_percent_and_rasterise_back_to_the_masks():
 
 def test_brush_regions_decode_to_the_masks():
     instances = two_objects()
-    target = parse_label_config(CONFIG.format(tag="BrushLabels"))
-    regions = instances_to_regions(instances, target, ClassMap(("cell",)))
-    for region, mask in zip(regions, instances.masks, strict=True):
+    regions = regions_for(instances, "BrushLabels")
+    for region, mask in zip(regions, instances.dense_masks(), strict=True):
         assert np.array_equal(brush_rle_to_mask(region["value"]["rle"], 40, 100), mask)
 
 

@@ -10,7 +10,8 @@ import io
 import numpy as np
 from PIL import Image
 
-from instaseg.core import Annotation, ClassMap, Instances, Record, mask_to_rle, masks_to_boxes, rle_to_mask
+from instaseg.core import Annotation, ClassMap, Instances, Record
+from instaseg.masks import mask_to_rle, masks_to_boxes, rle_to_mask
 
 SUMMARY = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
 
@@ -61,6 +62,7 @@ def ground_truth_as_predictions(records: list[Record], boxes_only: bool = False)
                 gt.labels,
                 None if boxes_only else gt.masks,
                 np.linspace(1.0, 0.5, len(gt), dtype=np.float32),
+                gt.image_size,
             )
         )
     return predictions
@@ -68,9 +70,10 @@ def ground_truth_as_predictions(records: list[Record], boxes_only: bool = False)
 
 def shift(instances: Instances, dx: int, dy: int) -> Instances:
     """The instances moved by (dx, dy) pixels (masks rolled with zero fill, boxes recomputed)."""
-    masks = np.zeros_like(instances.masks)
+    dense = instances.dense_masks()
+    masks = np.zeros_like(dense)
     h, w = masks.shape[1:]
-    src = instances.masks[:, max(0, -dy) : h - max(0, dy), max(0, -dx) : w - max(0, dx)]
+    src = dense[:, max(0, -dy) : h - max(0, dy), max(0, -dx) : w - max(0, dx)]
     masks[:, max(0, dy) : max(0, dy) + src.shape[1], max(0, dx) : max(0, dx) + src.shape[2]] = src
     return Instances(masks_to_boxes(masks), instances.labels, masks, instances.scores)
 
@@ -85,7 +88,11 @@ def jittered_results(records: list[Record], num_classes: int, seed: int = 0) -> 
             if rng.random() < 0.1:
                 continue
             mask = rle_to_mask(a.rle)
-            moved = shift(Instances(np.zeros((1, 4)), [1], mask[None]), *rng.integers(-8, 9, size=2)).masks[0]
+            moved = (
+                shift(Instances(np.zeros((1, 4)), [1], mask[None]), *rng.integers(-8, 9, size=2))
+                .mask(0)
+                .copy()
+            )
             if rng.random() < 0.3:
                 moved[:-2] |= moved[2:]
             label = a.label if rng.random() > 0.1 else int(rng.integers(1, num_classes + 1))

@@ -8,14 +8,8 @@ import numpy as np
 import pytest
 
 from instaseg.core import Instances
-from instaseg.evaluate import (
-    EvaluationConfig,
-    coco_evaluate,
-    evaluate_instances,
-    instances_to_results,
-    mask_map,
-    records_to_coco,
-)
+from instaseg.evaluate import EvaluationConfig, coco_evaluate, evaluate_instances, mask_map
+from instaseg.formats.coco_export import records_to_coco
 
 from .factories import (
     class_map,
@@ -118,13 +112,13 @@ def test_parity_with_custom_max_dets(pennfudan):
     assert ours.summary["AP"] < coco_evaluate(gt, results, "segm", max_dets=100).summary["AP"]
 
 
-def test_instances_to_results_checks_mask_size(pennfudan):
+def test_evaluate_instances_checks_mask_size_and_labels(pennfudan):
     record = pennfudan[0]
     bad = Instances(np.zeros((1, 4)), [1], np.zeros((1, 5, 5), bool), [0.5])
     with pytest.raises(ValueError, match="image's size"):
-        instances_to_results([record], class_map(1), [bad])
+        evaluate_instances([record], class_map(1), [bad])
     with pytest.raises(ValueError, match="outside 1..1"):
-        instances_to_results([record], class_map(1), [Instances(np.zeros((1, 4)), [2], None, [0.5])])
+        evaluate_instances([record], class_map(1), [Instances(np.zeros((1, 4)), [2], None, [0.5])])
 
 
 def test_config_max_dets_reaches_the_report(pennfudan):

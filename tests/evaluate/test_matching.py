@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from instaseg.core import Instances, mask_to_rle
-from instaseg.evaluate import evaluate_instances, match_predictions, records_to_coco
+from instaseg.core import Instances
+from instaseg.evaluate import evaluate_instances, match_predictions
+from instaseg.formats.coco_export import records_to_coco
+from instaseg.masks import mask_to_rle
 
 from .factories import class_map, record_from_masks
 
@@ -19,7 +21,7 @@ def _masks(*boxes, size=(50, 80)):
 
 
 def _predictions(masks, labels, scores):
-    from instaseg.core import masks_to_boxes
+    from instaseg.masks import masks_to_boxes
 
     return Instances(masks_to_boxes(masks), labels, masks, scores)
 

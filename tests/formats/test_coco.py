@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from instaseg.core import mask_to_polygons, mask_to_rle, polygons_to_rle, rle_to_mask
 from instaseg.dataset import Dataset
 from instaseg.formats.coco import load_coco
 from instaseg.formats.coco_export import dataset_to_coco, write_coco
+from instaseg.masks import box_to_rle, mask_to_polygons, mask_to_rle, polygons_to_rle, rle_to_mask
 from instaseg.problems import ProblemLog
 
 LS = "label_studio_1.23_exports"
@@ -80,11 +80,11 @@ def test_brush_to_coco_maps_ids_from_one(datasets):
 def test_poly_zip_masks_agree(datasets):
     loaded = [load(datasets / LS / z, datasets / LS / "images") for z in POLY_ZIPS]
     reference = [r.instances() for r in loaded[0].records]
-    assert sum(int(i.masks.sum()) for i in reference) > 1000
+    assert sum(int(i.dense_masks().sum()) for i in reference) > 1000
     for dataset in loaded[1:]:
         for ref, record in zip(reference, dataset.records, strict=True):
             inst = record.instances()
-            np.testing.assert_array_equal(inst.masks, ref.masks)
+            np.testing.assert_array_equal(inst.dense_masks(), ref.dense_masks())
             np.testing.assert_array_equal(inst.labels, ref.labels)
 
 
@@ -167,12 +167,14 @@ def test_round_trip_is_pixel_exact(tmp_path, mask_format):
     a, b = first.records[0], second.records[0]
     assert [x.label for x in a.annotations] == [x.label for x in b.annotations] == [1, 2, 2, 1, 1]
     assert [x.iscrowd for x in b.annotations] == [False, False, True, True, False]
-    assert [x.rle for x in a.annotations] == [x.rle for x in b.annotations]
-    assert b.annotations[4].rle is None and b.annotations[4].box == (2.0, 3.0, 6.0, 8.0)
+    assert [x.rle for x in a.annotations[:4]] == [x.rle for x in b.annotations[:4]]
+    # The box-only object, in a dataset with masks, is written as the filled box training and evaluation use.
+    assert a.annotations[4].rle is None and b.annotations[4].rle == box_to_rle((2, 3, 6, 8), H, W)
+    assert b.annotations[4].box == (2.0, 3.0, 6.0, 8.0)
     if mask_format == "polygon":  # the source polygons travel unchanged
         assert b.annotations[0].polygons == a.annotations[0].polygons and len(b.annotations[0].polygons) == 2
     ia, ib = a.instances(crowd=True), b.instances(crowd=True)
-    np.testing.assert_array_equal(ia.masks, ib.masks)
+    np.testing.assert_array_equal(ia.dense_masks(), ib.dense_masks())
     np.testing.assert_array_equal(ia.boxes, ib.boxes)
 
 
@@ -190,7 +192,13 @@ def test_export_is_canonical(tmp_path):
     assert isinstance(anns[1]["segmentation"], dict)  # mask with a hole stays RLE
     assert isinstance(anns[2]["segmentation"]["counts"], str)  # crowd: compressed RLE
     assert isinstance(anns[3]["segmentation"], dict)  # crowd polygon written as RLE
-    assert anns[4]["segmentation"] == [] and anns[4]["bbox"] == [2.0, 3.0, 4.0, 5.0]
+    assert anns[4]["segmentation"] == box_to_rle((2, 3, 6, 8), H, W) and anns[4]["bbox"] == [
+        2.0,
+        3.0,
+        4.0,
+        5.0,
+    ]
+    assert anns[4]["area"] == 20
     assert anns[2]["area"] == 8 * 38 and anns[2]["bbox"] == [1.0, 20.0, 38.0, 8.0]
 
 
@@ -214,4 +222,4 @@ def test_write_to_fsspec_url(datasets):
     ]
     assert all(r.image.startswith("memory://") and r.image.endswith(r.file_name) for r in again.records)
     for a, b in zip(dataset.records, again.records, strict=True):
-        np.testing.assert_array_equal(a.instances().masks, b.instances().masks)
+        np.testing.assert_array_equal(a.instances().dense_masks(), b.instances().dense_masks())

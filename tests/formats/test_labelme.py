@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from instaseg.core import rle_to_mask
 from instaseg.formats.labelme import load_labelme
 from instaseg.formats.via import load_via
+from instaseg.masks import rle_to_mask
 from instaseg.problems import DatasetError, ProblemLog
 
 

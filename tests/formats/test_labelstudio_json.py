@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from instaseg.core import polygons_to_rle, rle_to_mask
 from instaseg.formats.labelstudio_json import image_reference, load_labelstudio_json
+from instaseg.masks import polygons_to_rle, rle_to_mask
 from instaseg.problems import ProblemLog
 
 EXPORTS = "label_studio_1.23_exports"

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from instaseg.core import rle_to_mask
 from instaseg.formats.mask_png import load_mask_png
+from instaseg.masks import rle_to_mask
 from instaseg.problems import DatasetError, ProblemLog
 
 
@@ -32,8 +32,10 @@ def test_pennfudan_instance_id_masks(datasets):
     assert (record.width, record.height) == (559, 536)
     ids = np.asarray(Image.open(datasets / "PennFudanPed" / "PedMasks" / "FudanPed00001_mask.png"))
     instances = record.instances()
-    assert instances.masks.shape == (2, 536, 559)
-    for k, mask in enumerate(instances.masks, start=1):  # ids 1..N each become one instance, not binarised
+    assert instances.dense_masks().shape == (2, 536, 559)
+    for k, mask in enumerate(
+        instances.dense_masks(), start=1
+    ):  # ids 1..N each become one instance, not binarised
         assert np.array_equal(mask, ids == k)
     # The annotation file's 1-based inclusive box of object 1 is (160, 182) - (302, 431).
     assert instances.boxes[0].tolist() == pytest.approx([159, 181, 302, 431], abs=1)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from instaseg.core import rle_to_mask
 from instaseg.formats.via import ellipse_to_polygon, load_via
+from instaseg.masks import rle_to_mask
 from instaseg.problems import DatasetError, ProblemLog
 
 

@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 from instaseg.cli import main
-from instaseg.core import rle_to_mask
 from instaseg.formats.brush import brush_rle_to_mask
 from instaseg.images import load_image
-from instaseg.predict import Predictor
+from instaseg.masks import rle_to_mask
+from instaseg.model.predictor import Predictor
 
 ALL = "overlay,binary,rgb,ids,json,label-studio,instance-masks"
 
@@ -123,7 +123,7 @@ def test_outputs_equal_the_predictors(checkpoint, nuclei_paths, tmp_path):
     results = json.loads((out / "predictions.json").read_text())
     expected = Predictor(checkpoint, device="cpu", score_threshold=0.4).predict(str(nuclei_paths[0]))
     assert len(results) == len(expected) > 0
-    for r, mask, score in zip(results, expected.masks, expected.scores, strict=True):
+    for r, mask, score in zip(results, expected.dense_masks(), expected.scores, strict=True):
         np.testing.assert_array_equal(rle_to_mask(r["segmentation"]), mask)
         assert abs(r["score"] - score) < 1e-4 and r["image_id"] == 1
 
@@ -193,10 +193,10 @@ def test_label_studio_polygons_and_brush(checkpoint, nuclei_paths, tmp_path):
         tasks = json.loads((out / "label_studio.json").read_text())
         assert len(tasks) == 1 and tasks[0]["data"]["image"] == f"s3://bucket/imgs/{nuclei_paths[0].name}"
         result = tasks[0]["predictions"][0]["result"]
-        h, w = expected.masks.shape[1:]
+        h, w = expected.dense_masks().shape[1:]
         assert all(r["original_width"] == w and r["original_height"] == h for r in result)
         if brush:
-            drawn_masks = [m for m in expected.masks if m.any()]  # an empty mask is no region
+            drawn_masks = [m for m in expected.dense_masks() if m.any()]  # an empty mask is no region
             assert [r["type"] for r in result] == ["brushlabels"] * len(drawn_masks)
             for r, mask in zip(result, drawn_masks, strict=True):
                 np.testing.assert_array_equal(brush_rle_to_mask(r["value"]["rle"], h, w), mask)
@@ -208,7 +208,7 @@ def test_label_studio_polygons_and_brush(checkpoint, nuclei_paths, tmp_path):
                 points = np.array(r["value"]["points"]) * [w / 100, h / 100]
                 assert (points >= 0).all() and (points <= [w, h]).all()
                 cv2.fillPoly(drawn, [np.round(points - 0.5).astype(np.int32)], 1)
-            union = expected.masks.any(axis=0)
+            union = expected.dense_masks().any(axis=0)
             iou = (union & (drawn > 0)).sum() / (union | (drawn > 0)).sum()
             assert iou > 0.85
 
@@ -246,3 +246,27 @@ def test_bad_options_are_usage_errors(checkpoint, nuclei_paths, tmp_path, capsys
         main(["predict", str(tmp_path / "none.pt"), str(nuclei_paths[0]), "--out", str(tmp_path / "o")]) == 2
     )
     assert "not found" in capsys.readouterr().err
+
+
+def test_label_studio_pre_annotations_keep_every_part(checkpoint, nuclei_paths, tmp_path):
+    """An object in several parts is written as one polygon region per part; imported back, every part
+    is there pixel for pixel (holes filled, as Label Studio polygons have none)."""
+    from tests.ls_round_trip import check_every_part_comes_back
+
+    out = tmp_path / "out"
+    args = [
+        "predict",
+        str(checkpoint),
+        str(nuclei_paths[0]),
+        "--out",
+        str(out),
+        "--save",
+        "json,label-studio",
+    ]
+    assert main(args + ["--score-threshold", "0", "--threads", "1"]) == 0
+    results = json.loads((out / "predictions.json").read_text())
+    (task,) = json.loads((out / "label_studio.json").read_text())
+    regions = task["predictions"][0]["result"]
+    masks = [rle_to_mask(r["segmentation"]) for r in results]
+    height, width = masks[0].shape
+    assert check_every_part_comes_back(regions, masks, width, height, tmp_path / "ls") >= 1

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from instaseg.cli import main
-from instaseg.core import rle_to_mask
 from instaseg.images import load_image
-from instaseg.predict import Predictor
-from instaseg.predict.onnx import OnnxModelError, export_onnx, parity_check
+from instaseg.masks import rle_to_mask
+from instaseg.model.onnx_engine import OnnxModelError
+from instaseg.model.onnx_export import export_onnx, parity_check
+from instaseg.model.predictor import Predictor
 
 from .conftest import CLASS_NAMES, IMAGE_SIZE
 

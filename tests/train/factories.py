@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from instaseg.core import Annotation, ClassMap, Record, mask_to_rle, masks_to_boxes
+from instaseg.core import Annotation, ClassMap, Record
 from instaseg.formats.mask_png import load_mask_png
+from instaseg.masks import mask_to_rle, masks_to_boxes
 from instaseg.problems import ProblemLog
 from tests.conftest import DATASETS
 

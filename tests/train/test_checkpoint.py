@@ -12,15 +12,15 @@ from fractions import Fraction
 import pytest
 import torch
 
-from instaseg.train.checkpoint import (
+from instaseg.model.architectures import build_model
+from instaseg.model.checkpoint import (
     CheckpointMismatchError,
     CorruptCheckpointError,
     load_checkpoint,
     save_atomic,
 )
-from instaseg.train.config import ModelConfig
-from instaseg.train.model import build_model
-from instaseg.train.weights import apply_weights
+from instaseg.model.config import ModelConfig
+from instaseg.model.weights import apply_weights
 from tests.conftest import REPO
 
 CONFIG = ModelConfig(arch="maskrcnn_resnet18_fpn", num_classes=2, image_size=64, pretrained_backbone=False)
@@ -82,7 +82,7 @@ def test_bad_checkpoints_get_clear_errors(tmp_path):
 
 WRITER = """
 import sys, torch
-from instaseg.train.checkpoint import save_atomic
+from instaseg.model.checkpoint import save_atomic
 i = 0
 while True:
     i += 1

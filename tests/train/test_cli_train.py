@@ -11,7 +11,7 @@ import torch
 
 from instaseg.cli import main
 from instaseg.images import load_image
-from instaseg.train import load_checkpoint, predict_batch
+from instaseg.model.predictor import Predictor
 from tests.train.factories import DSB, dsb_records
 
 
@@ -150,9 +150,8 @@ def test_short_real_run_on_dsb_nuclei(tmp_path, capsys):
 
     payload = torch.load(run / "best.pt", weights_only=True)
     assert payload["class_names"] == ["object"] and payload["model_config"]["image_size"] == 128
-    model, class_map, config = load_checkpoint(run / "best.pt")
     _, records = dsb_records()
     image = load_image(records[30].image)  # not among the 14 used
-    (instances,) = predict_batch(model, [image], mask_threshold=config.mask_threshold)
-    assert instances.masks.shape == (len(instances), 256, 256)
+    instances = Predictor(run / "best.pt", device="cpu").predict(image)
+    assert instances.dense_masks().shape == (len(instances), 256, 256)
     assert len(instances) > 0 and np.all(np.diff(instances.scores) <= 0)

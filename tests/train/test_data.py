@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from instaseg.core import masks_to_boxes
+from instaseg.masks import masks_to_boxes
 from instaseg.train.augment import build_eval_transform, build_train_transform, reseed
 from instaseg.train.data import DetectionDataset, collate, make_loader
 from tests.train.factories import dsb_records, rectangles, synthetic_record

@@ -20,7 +20,8 @@ import pytest
 import torch
 
 from instaseg.cli import main
-from instaseg.train import ModelConfig, build_model
+from instaseg.model.architectures import build_model
+from instaseg.model.config import ModelConfig
 from tests.test_distributed import torchrun
 from tests.train.factories import DSB
 from tests.train.test_cli_train import subset_splits

@@ -7,8 +7,9 @@ import csv
 import pytest
 import torch
 
+from instaseg.model.config import ModelConfig
 from instaseg.problems import DatasetError
-from instaseg.train.config import ModelConfig, TrainConfig
+from instaseg.train.config import TrainConfig
 from instaseg.train.fit import fit
 from tests.train.factories import toy_records
 

@@ -1,9 +1,9 @@
-"""ONNX export of a checkpoint, the ONNX Runtime engine of :class:`~instaseg.predict.Predictor`, parity check.
+"""ONNX export of a checkpoint (:func:`export_onnx`) and its parity check against torch (:func:`parity_check`).
 
-The exported graph is :class:`~instaseg.predict.engine.DetectorCore` (backbone, RPN, ROI heads): input
+The exported graph is :class:`~instaseg.model.engine.DetectorCore` (backbone, RPN, ROI heads): input
 ``image`` float32 ``(1, 3, h, w)`` resized and normalised (any ``h``, ``w``), outputs ``boxes (N, 4)``,
 ``labels (N,)``, ``scores (N,)`` and ``mask_probs (N, 1, 28, 28)`` in the input's pixels. Resizing,
-normalisation and mask pasting stay in Python (:mod:`.engine`), shared with the torch engine, so both
+normalisation and mask pasting stay in Python (:mod:`instaseg.model.engine`), shared with the torch engine, so both
 engines give the same pixels. The file's metadata holds the class names, the model config, the input
 size and the test-time settings baked into the graph (score threshold, detections, proposals).
 """
@@ -18,15 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..core import ClassMap
-from ..train.config import ModelConfig
-from .engine import DetectorCore, RawDetections, prepare_image
+from .engine import DetectorCore, prepare_image
+from .predictor import DEFAULT_PROPOSALS, Predictor
 
 OPSET = 17
-
-
-class OnnxModelError(ValueError):
-    """An ``.onnx`` file that is not an instaseg export, or settings it cannot honour."""
 
 
 def export_onnx(
@@ -39,8 +34,7 @@ def export_onnx(
     """
     import onnx
 
-    from ..train.checkpoint import load_checkpoint
-    from .predictor import DEFAULT_PROPOSALS
+    from .checkpoint import load_checkpoint
 
     proposals = DEFAULT_PROPOSALS if proposals is None else int(proposals)
     model, class_map, config = load_checkpoint(checkpoint, device="cpu")
@@ -89,63 +83,6 @@ def export_onnx(
         entry.key, entry.value = key, value
     onnx.save(graph, str(out))
     return out
-
-
-class OnnxEngine:
-    """Runs an exported model with ONNX Runtime on the CPU (the engine interface of :class:`TorchEngine`)."""
-
-    def __init__(self, path: str | Path, threads: int | None = None):
-        import onnxruntime as ort
-
-        if not Path(path).is_file():
-            raise OnnxModelError(f"ONNX model {path} not found")
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = int(threads)
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as e:
-            raise OnnxModelError(f"{path} is not a loadable ONNX model ({str(e).splitlines()[0]})") from None
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if "instaseg_class_names" not in meta:
-            raise OnnxModelError(f"{path} was not exported by `instaseg export` (no instaseg metadata)")
-        self.class_map = ClassMap(tuple(json.loads(meta["instaseg_class_names"])))
-        self.model_config = ModelConfig.from_dict(json.loads(meta["instaseg_model_config"]))
-        self.proposals = int(meta["instaseg_proposals"])
-        self.path = str(path)
-
-    def configure(self, score_threshold: float, max_detections: int, proposals: int | None) -> None:
-        """Check that the graph's fixed settings allow these (the Predictor filters the rest)."""
-        config = self.model_config
-        if score_threshold < config.score_threshold:
-            raise OnnxModelError(
-                f"{self.path} keeps scores >= {config.score_threshold} only; a score threshold "
-                f"of {score_threshold} needs a checkpoint or an export with a lower threshold"
-            )
-        if max_detections > config.detections_per_image:
-            raise OnnxModelError(
-                f"{self.path} returns at most {config.detections_per_image} detections per image;"
-                f" {max_detections} were asked for"
-            )
-        if proposals is not None and proposals != self.proposals:
-            warnings.warn(
-                f"{self.path} was exported with {self.proposals} proposals; {proposals} ignored", stacklevel=2
-            )
-
-    def detect(self, images: list[np.ndarray]) -> list[RawDetections]:
-        """Detections for float32 ``(3, h, w)`` normalised images, one session run per image."""
-        results = []
-        for image in images:
-            boxes, labels, scores, masks = self.session.run(None, {"image": image[None]})
-            results.append(
-                RawDetections(
-                    torch.from_numpy(boxes),
-                    torch.from_numpy(labels).long(),
-                    torch.from_numpy(scores),
-                    torch.from_numpy(masks[:, 0]),
-                )
-            )
-        return results
 
 
 @dataclass
@@ -199,8 +136,6 @@ def _match(a, b) -> list[tuple[int, int]]:
 
 def parity_check(checkpoint: str | Path, onnx_path: str | Path, images: list[np.ndarray]) -> ParityReport:
     """Predict ``images`` (RGB uint8 ``(H, W, 3)``) with both engines at the export's settings and compare."""
-    from .predictor import Predictor
-
     onnx_predictor = Predictor(onnx_path, engine="onnx")
     torch_predictor = Predictor(
         checkpoint,

@@ -70,13 +70,14 @@ class TorchEngine:
     """Runs a torchvision Mask R-CNN on batches of prepared images (see :meth:`detect`).
 
     Args:
-        model: an eval-mode ``MaskRCNN`` owned by this engine (its test-time settings are changed by
-            :meth:`configure`; pass a model nobody else uses).
+        model: a ``MaskRCNN``; its test-time settings are changed by :meth:`configure` (a model being
+            trained keeps its training settings, which are separate). :meth:`detect` runs it in eval mode
+            and gives it back in the mode it had.
         channels_last: store activations as NHWC, which oneDNN convolutions on CPUs run faster.
     """
 
     def __init__(self, model: nn.Module, channels_last: bool = True):
-        self.model = model.eval()
+        self.model = model
         self.device = next(model.parameters()).device
         self.channels_last = channels_last
         if channels_last:
@@ -102,11 +103,16 @@ class TorchEngine:
         batch = batch.to(self.device)
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            features = self.model.backbone(batch)
-            image_list = ImageList(batch, sizes)
-            proposals, _ = self.model.rpn(image_list, features)
-            detections, _ = self.model.roi_heads(features, proposals, sizes)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                features = self.model.backbone(batch)
+                image_list = ImageList(batch, sizes)
+                proposals, _ = self.model.rpn(image_list, features)
+                detections, _ = self.model.roi_heads(features, proposals, sizes)
+        finally:
+            self.model.train(was_training)
         return [
             RawDetections(
                 d["boxes"].float().cpu(),

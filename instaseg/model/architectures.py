@@ -1,17 +1,15 @@
-"""Mask R-CNN models: the architectures, and the two faces of torchvision's ``forward`` as named functions.
-
-Public API used by evaluation and prediction:
+"""Mask R-CNN architectures and the training face of torchvision's ``forward``.
 
 - :func:`build_model` ``(ModelConfig) -> MaskRCNN`` with K+1-class box **and** mask predictors;
-- :func:`compute_losses` ``(model, images, targets) -> dict[str, Tensor]`` (the model in train mode);
-- :func:`predict` ``(model, images) -> list[dict]`` (torchvision's raw detections, eval mode);
-- :func:`predict_batch` ``(model, images: list of RGB uint8 (H, W, 3)) -> list[Instances]`` with masks
-  thresholded at ``mask_threshold`` at each image's original size, and scores.
+- :func:`compute_losses` ``(model, images, targets) -> dict[str, Tensor]`` (the model in train mode).
+
+The other face, detections, is :class:`instaseg.model.engine.TorchEngine` (used through
+:class:`instaseg.model.predictor.Predictor`): it runs backbone, RPN and ROI heads on images resized once
+by the caller, so torchvision's own resize and full-size mask pasting never run.
 
 Image size: the model's ``GeneralizedRCNNTransform`` gets ``min_size = max_size = image_size`` (see
-:class:`~instaseg.train.config.ModelConfig`), so images resized by the data pipeline are not resized again
-(torchvision's default would rescale them to 800 pixels), and raw images given to :func:`predict_batch`
-are scaled to the training size; detections come back in the original image's pixels.
+:class:`~instaseg.model.config.ModelConfig`), so images resized by the data pipeline are not resized again
+(torchvision's default would rescale them to 800 pixels) when losses are computed.
 """
 
 from __future__ import annotations
@@ -19,7 +17,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 
-import numpy as np
 import torch
 from torch import nn
 from torchvision.models import resnet18, resnet50
@@ -32,7 +29,6 @@ from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import misc as misc_ops
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from ..core import Instances
 from .config import ModelConfig
 
 LOSS_NAMES = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
@@ -112,17 +108,13 @@ def _resnet18_fpn(config: ModelConfig) -> MaskRCNN:
     )
 
 
-# Architecture name -> builder. Explicit, so an unknown name gets the list of valid ones.
+# Architecture name -> builder. Explicit; its keys are model.config.ARCH_NAMES (a test checks), which
+# ModelConfig validates against, so an unknown name gets the list of valid ones.
 ARCHITECTURES: dict[str, Callable[[ModelConfig], MaskRCNN]] = {
     "maskrcnn_resnet50_fpn": _resnet50_fpn,
     "maskrcnn_resnet50_fpn_v2": _resnet50_fpn_v2,
     "maskrcnn_resnet18_fpn": _resnet18_fpn,
 }
-
-
-def check_arch(arch: str) -> None:
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHITECTURES)}")
 
 
 def build_model(config: ModelConfig) -> MaskRCNN:
@@ -131,8 +123,7 @@ def build_model(config: ModelConfig) -> MaskRCNN:
     Box predictor: ``cls_score`` K+1 outputs, ``bbox_pred`` 4(K+1); mask predictor ``mask_fcn_logits``
     K+1 channels. Uses torch's global RNG for initialisation (seed it for reproducible runs).
     """
-    check_arch(config.arch)
-    model = ARCHITECTURES[config.arch](config)
+    model = ARCHITECTURES[config.arch](config)  # config.arch is checked by ModelConfig
     model.transform.min_size = (config.image_size,)
     model.transform.max_size = config.image_size
     model.roi_heads.score_thresh = config.score_threshold
@@ -149,14 +140,6 @@ def compute_losses(
     return model(images, targets)
 
 
-def predict(model: MaskRCNN, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-    """torchvision's detections per image (``boxes`` xyxy, ``labels``, ``scores``, ``masks`` float
-    ``(N, 1, H, W)`` probabilities) for float ``(3, H, W)`` images in [0, 1]; eval mode, no gradients."""
-    model.eval()
-    with torch.no_grad():
-        return model(images)
-
-
 @contextlib.contextmanager
 def frozen_statistics(model: nn.Module) -> Iterator[None]:
     """Train mode (so the model returns losses) with BatchNorm and Dropout in eval mode, for validation
@@ -171,37 +154,3 @@ def frozen_statistics(model: nn.Module) -> Iterator[None]:
     finally:
         for module, mode in modes.items():
             module.training = mode
-
-
-def model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def predict_batch(model: MaskRCNN, images: list[np.ndarray], mask_threshold: float = 0.5) -> list[Instances]:
-    """Instances predicted on RGB uint8 ``(H, W, 3)`` images, at each image's size.
-
-    Returns per image: ``boxes`` float32 ``(N, 4)`` xyxy pixels, ``labels`` int64 1..K, ``masks`` bool
-    ``(N, H, W)`` (probability >= ``mask_threshold``), ``scores`` float32, sorted by decreasing score.
-    Thresholds on scores, NMS and the detection count are the model's (``ModelConfig``).
-    """
-    device = model_device(model)
-    tensors = []
-    for image in images:
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected RGB uint8 images (H, W, 3), got {image.dtype} {image.shape}")
-        tensors.append(
-            torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).to(device).float() / 255
-        )
-    results = []
-    for image, output in zip(images, predict(model, tensors), strict=True):
-        masks = (output["masks"][:, 0] >= mask_threshold).cpu().numpy()  # (N, H, W)
-        masks = masks.reshape(-1, *image.shape[:2])
-        results.append(
-            Instances(
-                output["boxes"].cpu().numpy(),
-                output["labels"].cpu().numpy(),
-                masks,
-                output["scores"].cpu().numpy(),
-            )
-        )
-    return results

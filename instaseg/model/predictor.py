@@ -1,4 +1,9 @@
-""":class:`Predictor`: a checkpoint loaded once, images in, instances out in the image's own pixels."""
+""":class:`Predictor`: the one prediction path. A model loaded once; images in, :class:`~instaseg.core.Instances`
+out in the image's own pixels, with box-local masks.
+
+``instaseg predict``, ``evaluate CHECKPOINT``, training's ``--select map``, the web demo, the Label Studio
+backend and the quickstart all predict through it, so the mAP in a report is measured on the code users run.
+"""
 
 from __future__ import annotations
 
@@ -8,31 +13,18 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..core import Instances
+from ..core import ClassMap, Instances
 from ..images import load_image, pil_to_rgb
-from .crops import CroppedInstances
+from ..masks import Masks
+from .config import ENGINES, ModelConfig
+from .device import resolve_device
 from .engine import RawDetections, TorchEngine, paste_masks, prepare_image, scale_boxes
 
-ENGINES = ("torch", "onnx")
-DEVICES = ("auto", "cpu", "cuda", "mps")
 # Proposals kept after the RPN's NMS at test time: torchvision's 1000. Fewer are faster (the ROI heads
 # score every proposal) but cost accuracy on dense images: on 20 held-out DSB nuclei images with a model
 # trained 15 minutes, mask AP was 24.05 at 1000, 23.86 at 700, 23.21 at 500 and 22.73 at 300 proposals
 # (0.30, 0.26, 0.22, 0.18 s/image). Lower it with --proposals for images with few objects.
 DEFAULT_PROPOSALS = 1000
-
-
-def resolve_device(device: str) -> str:
-    """``"auto"`` -> ``"cuda"`` when available, then ``"mps"``, else ``"cpu"``; others are checked."""
-    if device not in DEVICES and not device.startswith("cuda:"):
-        raise ValueError(f"unknown device {device!r}; valid: {', '.join(DEVICES)} (or cuda:N)")
-    if device == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    return device
 
 
 def to_rgb(image) -> np.ndarray:
@@ -55,7 +47,8 @@ def to_rgb(image) -> np.ndarray:
 
 
 class Predictor:
-    """Predicts instances with a trained checkpoint (``.pt``) or its ONNX export (``.onnx``).
+    """Predicts instances with a trained checkpoint (``.pt``), its ONNX export (``.onnx``), or a model in
+    memory (:meth:`from_model`).
 
     Args:
         model_path: an instaseg checkpoint, or with ``engine="onnx"`` an ``.onnx`` file from
@@ -92,23 +85,59 @@ class Predictor:
         engine = engine or ("onnx" if model_path.lower().endswith(".onnx") else "torch")
         if engine not in ENGINES:
             raise ValueError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
-        self.engine_name = engine
         if engine == "onnx":
-            from .onnx import OnnxEngine
+            from .onnx_engine import OnnxEngine
 
-            self.engine = OnnxEngine(model_path, threads=threads)
-            self.class_map, config = self.engine.class_map, self.engine.model_config
+            runner = OnnxEngine(model_path, threads=threads)
+            class_map, config = runner.class_map, runner.model_config
         else:
-            from ..train.checkpoint import load_checkpoint
+            from .checkpoint import load_checkpoint
 
-            model, self.class_map, config = load_checkpoint(model_path, device=resolve_device(device))
-            self.engine = TorchEngine(model, channels_last=channels_last and resolve_device(device) == "cpu")
-        self.model_config = config
+            target = resolve_device(device)
+            model, class_map, config = load_checkpoint(model_path, device=target)
+            runner = TorchEngine(model, channels_last=channels_last and target.type == "cpu")
+        self._setup(engine, runner, class_map, config)
+        self._configure(score_threshold, mask_threshold, max_detections, image_size, classes, proposals)
+
+    @classmethod
+    def from_model(
+        cls,
+        model: torch.nn.Module,
+        class_map: ClassMap,
+        model_config: ModelConfig,
+        channels_last: bool = False,
+        **settings,
+    ) -> Predictor:
+        """A predictor over a torchvision Mask R-CNN in memory (e.g. the model being trained).
+
+        ``settings`` are the test-time keywords of :class:`Predictor` (``score_threshold``...). The model's
+        test-time settings (score threshold, detections, proposals) are set on it; its train/eval mode is
+        restored after each prediction.
+        """
+        predictor = cls.__new__(cls)
+        predictor._setup("torch", TorchEngine(model, channels_last=channels_last), class_map, model_config)
+        predictor._configure(**{"proposals": DEFAULT_PROPOSALS, **settings})
+        return predictor
+
+    def _setup(self, engine_name: str, engine, class_map: ClassMap, config: ModelConfig) -> None:
+        self.engine_name, self.engine = engine_name, engine
+        self.class_map, self.model_config = class_map, config
+        self.resize = config.resize
+
+    def _configure(
+        self,
+        score_threshold: float | None = None,
+        mask_threshold: float | None = None,
+        max_detections: int | None = None,
+        image_size: int | None = None,
+        classes: list[str] | None = None,
+        proposals: int | None = None,
+    ) -> None:
+        config = self.model_config
         self.score_threshold = config.score_threshold if score_threshold is None else float(score_threshold)
         self.mask_threshold = config.mask_threshold if mask_threshold is None else float(mask_threshold)
         self.max_detections = config.detections_per_image if max_detections is None else int(max_detections)
         self.image_size = config.image_size if image_size is None else int(image_size)
-        self.resize = config.resize
         if not 0 <= self.score_threshold <= 1 or not 0 < self.mask_threshold < 1:
             raise ValueError("score_threshold must be in [0, 1] and mask_threshold in (0, 1)")
         if self.max_detections < 1 or self.image_size < 32:
@@ -120,30 +149,39 @@ class Predictor:
     def class_names(self) -> tuple[str, ...]:
         return self.class_map.names
 
+    @property
+    def model(self) -> torch.nn.Module | None:
+        """The torch model (``None`` for the ONNX engine)."""
+        return getattr(self.engine, "model", None)
+
     def predict(self, image) -> Instances:
-        """Dense instances of one image (path/URL, PIL image or uint8 array) at its original size.
+        """Instances of one image (path/URL, PIL image or uint8 array) at its original size.
 
-        Masks are ``(N, H, W)`` bool (EXIF orientation applied, as the image is displayed); boxes xyxy
-        pixels; scores decreasing. For very large images prefer :meth:`predict_cropped`.
+        Boxes xyxy pixels, labels 1..K, scores decreasing, masks box-local (:class:`~instaseg.masks.Masks`
+        crops: memory ~ the box areas; ``instances.dense_masks()`` gives ``(N, H, W)``), EXIF orientation
+        applied as the image is displayed; ``image_size`` is the image's ``(H, W)``.
         """
-        return self.predict_cropped(image).to_instances()
-
-    def predict_cropped(self, image) -> CroppedInstances:
-        """Like :meth:`predict`, with box-local masks (:class:`CroppedInstances`): memory ~ box areas."""
         return self.predict_arrays([to_rgb(image)])[0]
 
-    def predict_arrays(self, images: list[np.ndarray]) -> list[CroppedInstances]:
-        """Predictions for RGB uint8 ``(H, W, 3)`` arrays, run as one batch by the engine."""
-        prepared = [prepare_image(im, self.image_size, self.resize) for im in images]
-        raw = self.engine.detect(prepared)
-        return [
-            self._finish(r, tuple(p.shape[1:]), im.shape[:2])
-            for r, p, im in zip(raw, prepared, images, strict=True)
-        ]
+    def predict_arrays(self, images: list[np.ndarray]) -> list[Instances]:
+        """Predictions for RGB uint8 ``(H, W, 3)`` arrays, in order.
 
-    def _finish(
-        self, raw: RawDetections, resized: tuple[int, int], original: tuple[int, int]
-    ) -> CroppedInstances:
+        Images that are the same size once resized run as one batch; images of different sizes run
+        separately, so that no image's result depends on which others it was batched with (padding to a
+        common size would change GroupNorm statistics and border pixels).
+        """
+        prepared = [prepare_image(im, self.image_size, self.resize) for im in images]
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, p in enumerate(prepared):
+            groups.setdefault(p.shape, []).append(i)
+        results: list[Instances | None] = [None] * len(images)
+        for indices in groups.values():
+            raw = self.engine.detect([prepared[i] for i in indices])
+            for i, detections in zip(indices, raw, strict=True):
+                results[i] = self._finish(detections, tuple(prepared[i].shape[1:]), images[i].shape[:2])
+        return results
+
+    def _finish(self, raw: RawDetections, resized: tuple[int, int], original: tuple[int, int]) -> Instances:
         keep = raw.scores >= self.score_threshold
         if self.labels is not None:
             keep &= torch.from_numpy(np.isin(raw.labels.numpy(), self.labels))
@@ -151,6 +189,9 @@ class Predictor:
         boxes = scale_boxes(raw.boxes[index], resized, original)
         height, width = original
         crops, origins = paste_masks(raw.mask_probs[index], boxes, height, width, self.mask_threshold)
-        return CroppedInstances(
-            boxes.numpy(), raw.labels[index].numpy(), raw.scores[index].numpy(), crops, origins, height, width
+        return Instances(
+            boxes.numpy(),
+            raw.labels[index].numpy(),
+            Masks.from_crops(crops, origins, height, width),
+            raw.scores[index].numpy(),
         )

@@ -4,7 +4,8 @@ A checkpoint is a dict of tensors and plain values only (so loading never unpick
 
 - ``format``: ``"instaseg-checkpoint"``, ``format_version``: 1;
 - ``model``: the state dict; ``class_names``: list of K names (label i+1 is ``class_names[i]``);
-- ``model_config``: :class:`ModelConfig` as a dict; ``train_config``: :class:`TrainConfig` as a dict;
+- ``model_config``: :class:`ModelConfig` as a dict; ``train_config``: the run's
+  :class:`~instaseg.train.config.TrainConfig` as a dict;
 - ``epoch`` (1-based, last finished), ``metrics`` (that epoch's losses), ``versions`` (libraries);
 - ``last.pt`` also holds what ``--resume`` needs: ``optimizer``, ``scheduler``, ``scaler`` state dicts,
   ``rng`` (torch CPU/CUDA generator states as uint8 tensors), ``history`` (list of per-epoch metric
@@ -123,9 +124,9 @@ def load_checkpoint(
         arch, class_names: when given, the checkpoint must match them (``CheckpointMismatchError`` if not).
 
     Returns:
-        ``(model, class_map, model_config)``; use :func:`instaseg.train.model.predict_batch` to predict.
+        ``(model, class_map, model_config)``; :class:`instaseg.model.predictor.Predictor` predicts with it.
     """
-    from .model import build_model, check_arch
+    from .architectures import build_model
 
     payload = read_checkpoint(path)
     if payload.get("format") != CHECKPOINT_FORMAT:
@@ -136,10 +137,9 @@ def load_checkpoint(
     missing = [k for k in ("model", "class_names", "model_config") if k not in payload]
     if missing:
         raise CorruptCheckpointError(f"{path} lacks {', '.join(missing)}: an incomplete checkpoint; retrain")
-    config = ModelConfig.from_dict(payload["model_config"])
     try:
-        check_arch(config.arch)
-    except ValueError as e:
+        config = ModelConfig.from_dict(payload["model_config"])
+    except (TypeError, ValueError) as e:
         raise CheckpointMismatchError(f"{path}: {e}") from None
     if arch is not None and config.arch != arch:
         raise CheckpointMismatchError(f"{path} is a {config.arch} checkpoint, expected {arch}")

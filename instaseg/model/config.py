@@ -1,0 +1,80 @@
+"""What a model is (:class:`ModelConfig`) and the choice lists the command line shows without loading torch.
+
+A plain dataclass of plain values: saved inside checkpoints as a dict (:func:`dataclasses.asdict`) and
+rebuilt with :meth:`ModelConfig.from_dict`, so loading a checkpoint never unpickles code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+# Valid values of the string options; errors list them. ARCH_NAMES are the keys of
+# instaseg.model.architectures.ARCHITECTURES (a test checks), kept here so that `--help` needs no torch.
+ARCH_NAMES = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2", "maskrcnn_resnet18_fpn")
+RESIZE_MODES = ("keep", "square")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+ENGINES = ("torch", "onnx")
+
+
+def dataclass_from_dict(cls, values: dict):
+    """``cls(**values)`` with the keys ``cls`` does not have (written by a newer version) left out."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in names})
+
+
+def check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
+    """``ValueError`` listing the valid values when ``value`` is not one of them."""
+    if value not in valid:
+        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What is needed to rebuild a model and to run it at test time.
+
+    Attributes:
+        arch: one of :data:`ARCH_NAMES` (the builders are :data:`instaseg.model.architectures.ARCHITECTURES`).
+        num_classes: K, object classes without background (the predictors have K+1 outputs).
+        image_size: pixels of the longest side the model works at. The model's ``GeneralizedRCNNTransform``
+            gets ``min_size = max_size = image_size``: an image already resized by the data pipeline (longest
+            side = image_size, or square) passes through unchanged, and an image given at prediction time
+            is scaled so that its longest side is ``image_size``, as in training.
+        resize: ``"keep"`` (aspect ratio kept, longest side = image_size) or ``"square"``.
+        trainable_backbone_layers: backbone stages (0..5, counted from the last) that train; ``None`` for
+            the default (3 with pretrained weights, 5 from scratch).
+        pretrained_backbone: whether the backbone was built for pretrained weights (frozen BatchNorm) or
+            from scratch (trainable BatchNorm); decides the layer types, hence must be saved.
+        score_threshold: detections below this score are dropped at test time.
+        nms_threshold: IoU of the per-class non-maximum suppression at test time.
+        detections_per_image: at most this many detections per image.
+        mask_threshold: mask probabilities >= this are the object (0.5 by convention).
+    """
+
+    arch: str = "maskrcnn_resnet50_fpn"
+    num_classes: int = 1
+    image_size: int = 1024
+    resize: str = "keep"
+    trainable_backbone_layers: int | None = None
+    pretrained_backbone: bool = True
+    score_threshold: float = 0.05
+    nms_threshold: float = 0.5
+    detections_per_image: int = 100
+    mask_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_choice("architecture", self.arch, ARCH_NAMES)
+        check_choice("resize mode", self.resize, RESIZE_MODES)
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+        if self.image_size < 32:
+            raise ValueError(f"image_size must be >= 32 pixels, got {self.image_size}")
+        if self.trainable_backbone_layers is not None and not 0 <= self.trainable_backbone_layers <= 5:
+            raise ValueError(f"trainable_backbone_layers must be 0..5, got {self.trainable_backbone_layers}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ModelConfig:
+        """Rebuild from :meth:`to_dict`; unknown keys (from a newer version) are ignored."""
+        return dataclass_from_dict(cls, values)

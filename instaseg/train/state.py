@@ -1,0 +1,117 @@
+"""The state of a training run that the steps of :func:`~instaseg.train.fit.fit` share (:class:`RunState`),
+what a finished run reports (:class:`FitResult`), and how that state is saved to and restored from the run's
+checkpoints (``best.pt``, and ``last.pt`` with what ``--resume`` needs: see :mod:`instaseg.model.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..distributed import Distributed
+from ..model.checkpoint import read_checkpoint, save_atomic
+from ..model.config import ModelConfig
+from .config import TrainConfig
+from .logs import plot_losses, write_metrics_csv
+
+
+@dataclass
+class FitResult:
+    """What a run produced. ``history`` has one dict per epoch (the rows of ``metrics.csv``)."""
+
+    run_dir: Path
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_score: float = math.inf
+    stop_reason: str = "finished"
+
+
+@dataclass
+class RunState:
+    """The state the steps of a run share."""
+
+    config: TrainConfig
+    model_config: ModelConfig
+    run_dir: Path
+    device: torch.device
+    distributed: Distributed | None
+    model: nn.Module
+    trained: nn.Module  # what the training steps call: the DDP wrapper under torchrun, else ``model``
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    header: dict
+    result: FitResult
+    start_epoch: int = 0
+    bad_epochs: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.distributed is None or self.distributed.is_main
+
+    @property
+    def shard(self) -> tuple[int, int] | None:
+        return (self.distributed.rank, self.distributed.world_size) if self.distributed else None
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_run(run: RunState, say: Callable[[str], None]) -> None:
+    """Continue from ``run_dir/last.pt``: weights, optimizer, schedule, scaler, RNG streams and history."""
+    state = read_checkpoint(run.run_dir / "last.pt")
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.scaler.load_state_dict(state["scaler"])
+    rng = state["rng"]
+    if run.distributed is not None:
+        ranks = state.get("rng_ranks") or []
+        # each rank continues its own stream; with another number of ranks, fresh per-rank streams
+        rng = ranks[run.distributed.rank] if len(ranks) == run.distributed.world_size else None
+    if rng is not None:
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and run.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], run.device)
+    run.start_epoch, run.bad_epochs = int(state["epoch"]), int(state["bad_epochs"])
+    run.result.history = [dict(row) for row in state["history"]]
+    run.result.best_epoch, run.result.best_score = int(state["best_epoch"]), float(state["best_score"])
+    say(f"resuming {run.run_dir} after epoch {run.start_epoch}")
+
+
+def save_checkpoints(run: RunState, row: dict, improved: bool, trace: Callable[[dict], None] | None) -> None:
+    """``best.pt`` when the epoch improved, ``last.pt`` (with what ``--resume`` needs) always, and the logs.
+    Called on every rank (the RNG states are gathered); only rank 0 writes."""
+    rng_ranks = run.distributed.all_gather(_rng_state(run.device)) if run.distributed else None
+    if not run.main:
+        return
+    if trace is not None:
+        trace({"event": "checkpoint", "epoch": row["epoch"], "best": improved})
+    weights = {k: v.detach().cpu() for k, v in run.model.state_dict().items()}
+    metrics = {k: v for k, v in row.items() if isinstance(v, (int, float))}
+    checkpoint = {**run.header, "model": weights, "epoch": row["epoch"], "metrics": metrics}
+    if improved:
+        save_atomic(checkpoint, run.run_dir / "best.pt")
+    resume = {
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "rng": _rng_state(run.device),
+        **({"rng_ranks": rng_ranks} if rng_ranks else {}),
+        "history": run.result.history,
+        "best_epoch": run.result.best_epoch,
+        "best_score": run.result.best_score,
+        "bad_epochs": run.bad_epochs,
+    }
+    save_atomic({**checkpoint, **resume}, run.run_dir / "last.pt")
+    write_metrics_csv(run.run_dir, run.result.history)
+    plot_losses(run.run_dir, run.result.history)
