@@ -92,6 +92,10 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as img:
             return pil_to_rgb(img)
+    except Image.DecompressionBombError:
+        raise ImageError(f"{name}: the image is far too large (PIL refuses it as a decompression bomb)") from None
+    except MemoryError:
+        raise ImageError(f"{name}: not enough memory to decode this image") from None
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image PIL can read") from None
     except (OSError, SyntaxError, ValueError) as e:

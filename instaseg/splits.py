@@ -24,7 +24,10 @@ class SplitConfig:
 
     def __post_init__(self) -> None:
         fractions = (self.train, self.val, self.test)
-        if any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        if (
+            not all(isinstance(f, int | float) and 0 <= f <= 1 for f in fractions)
+            or abs(sum(fractions) - 1) > 1e-6
+        ):
             raise ValueError(f"split fractions must be >= 0 and add up to 1, got {fractions}")
 
 
@@ -64,22 +67,41 @@ def save_splits(splits: dict[str, list[str]], location: str, config: SplitConfig
     storage.write_json(location, payload, indent=1)
 
 
+def read_split_file(location: str) -> dict[str, list[str]]:
+    """``{split: [file_name, ...]}`` of a split file; ``DatasetError`` when it is unreadable or malformed."""
+    try:
+        payload = storage.read_json(location)
+    except (OSError, ValueError, RecursionError) as e:
+        raise DatasetError(f"cannot read split file: {e}", file=location) from None
+    if not isinstance(payload, dict):
+        raise DatasetError("a split file is a JSON object with train/val/test lists", file=location)
+    names = {split: payload.get(split, []) for split in SPLITS}
+    for split, listed in names.items():
+        if not isinstance(listed, list) or not all(isinstance(n, str) for n in listed):
+            raise DatasetError(f"'{split}' must be a list of file names", file=location)
+    return names
+
+
+def split_file_mismatch(records: list[Record], location: str) -> str | None:
+    """Why the split file does not describe these records (it names images they lack), or ``None``."""
+    listed = [n for names in read_split_file(location).values() for n in names]
+    present = {r.file_name for r in records if r.image is not None}
+    unknown = [n for n in listed if n not in present]
+    if not unknown:
+        return None
+    return f"{len(unknown)} of its {len(listed)} images are not in this dataset (e.g. {unknown[0]!r})"
+
+
 def load_splits(records: list[Record], location: str) -> dict[str, list[str]]:
     """Apply a split file written by :func:`save_splits` (or by hand) to the records.
 
     Raises ``DatasetError`` when the file names an image the dataset does not have, or names one twice.
     """
-    try:
-        payload = storage.read_json(location)
-    except (OSError, ValueError) as e:
-        raise DatasetError(f"cannot read split file: {e}", file=location) from None
     by_name = {r.file_name: r for r in records if r.image is not None}
     seen: set[str] = set()
+    payload = read_split_file(location)
     for split in SPLITS:
-        names = payload.get(split, [])
-        if not isinstance(names, list):
-            raise DatasetError(f"'{split}' must be a list of file names", file=location)
-        for name in names:
+        for name in payload[split]:
             if name not in by_name:
                 raise DatasetError(
                     f"split '{split}' names image {name!r}, which the dataset does not have "
@@ -90,7 +112,7 @@ def load_splits(records: list[Record], location: str) -> dict[str, list[str]]:
                 raise DatasetError(f"image {name!r} is listed in more than one split", file=location)
             seen.add(name)
             by_name[name].split = split
-    return {s: sorted(n for n in payload.get(s, [])) for s in SPLITS}
+    return {s: sorted(payload[s]) for s in SPLITS}
 
 
 def records_of_split(records: list[Record], split: str) -> list[Record]:

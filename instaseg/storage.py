@@ -23,10 +23,12 @@ running program only takes effect for filesystems created afterwards (``s3fs.S3F
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
 import posixpath
+import stat
 from typing import IO, Any
 
 import fsspec
@@ -34,15 +36,104 @@ import fsspec
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
+def safe_file_name(text: str, limit: int = 120) -> str:
+    """``text`` usable as one file name inside a folder: path separators, ``..``, control and other
+    characters file systems refuse become ``_``; never empty, never a hidden or parent name, at most
+    ``limit`` characters. Class names and image names from annotation files pass through it before they
+    become part of an output path."""
+    cleaned = "".join("_" if (c in '/\\:*?"<>|' or ord(c) < 32 or ord(c) == 127) else c for c in str(text))
+    cleaned = cleaned.strip().lstrip(".") or "_"
+    return cleaned[:limit]
+
+
+class OutputError(ValueError):
+    """An output location that cannot be used (a file where a folder is needed, read-only, an input)."""
+
+
+def same_file(a: str, b: str) -> bool:
+    """Whether two locations name the same file (local paths through symlinks and ``..``; URLs as text)."""
+    if is_url(a) or is_url(b):
+        return a.rstrip("/") == b.rstrip("/")
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_output_file(location: str, inputs: list[str], flag: str) -> None:
+    """Refuse, before any work, an output file that is one of the ``inputs`` or sits where a folder is.
+
+    Raises:
+        OutputError: naming ``flag`` (the option or argument that gave the location) and what to do.
+    """
+    for source in inputs:
+        if source and same_file(location, source):
+            raise OutputError(
+                f"{flag} {location} is an input of this command; it would be overwritten. "
+                "Choose another output path"
+            )
+    if not is_url(location):
+        if os.path.isdir(location):
+            raise OutputError(f"{flag} {location} is a folder; give a file path")
+        check_output_folder(os.path.dirname(os.path.abspath(location)), flag)
+
+
+def check_output_folder(location: str, flag: str) -> None:
+    """Create the output folder ``location`` if needed and check that it is a writable folder (local paths;
+    bucket URLs are checked when written).
+
+    Raises:
+        OutputError: a file is in the way, or the folder cannot be created or written.
+    """
+    if is_url(location):
+        return
+    probe = os.path.abspath(location)
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    if os.path.exists(probe) and not os.path.isdir(probe):
+        raise OutputError(f"{flag} {location}: {probe} is a file, not a folder; choose another path")
+    try:
+        os.makedirs(location, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{flag} {location}: cannot create the folder ({e.strerror})") from None
+    if not os.access(location, os.W_OK | os.X_OK):
+        raise OutputError(f"{flag} {location}: the folder is not writable")
+
+
 def is_url(location: str) -> bool:
     """True for ``scheme://...`` locations other than ``file://``."""
     return "://" in location and not location.startswith("file://")
 
 
+# Seconds an http(s) request may take before it fails (a remote image named in an annotation file on a
+# machine without network must end in an error, not a hang). INSTASEG_HTTP_TIMEOUT overrides it.
+HTTP_TIMEOUT = float(os.environ.get("INSTASEG_HTTP_TIMEOUT", "30"))
+
+
+class SpecialFileError(OSError):
+    """A FIFO, device or socket where a file was expected: refused before it is opened (reading one can
+    block forever or never end)."""
+
+
 def filesystem(location: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The fsspec filesystem of a location and the path inside it."""
+    """The fsspec filesystem of a location and the path inside it (http(s) with :data:`HTTP_TIMEOUT`)."""
+    if location.startswith(("http://", "https://")):
+        import aiohttp
+
+        timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT, connect=min(10.0, HTTP_TIMEOUT))
+        return fsspec.core.url_to_fs(location, client_kwargs={"timeout": timeout})
     fs, path = fsspec.core.url_to_fs(location)
     return fs, path
+
+
+def check_regular_file(location: str) -> None:
+    """``SpecialFileError`` when a local ``location`` exists and is not a regular file or folder."""
+    if is_url(location) or "::" in location:
+        return
+    path = location.removeprefix("file://")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # missing: the caller's own error says so
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise SpecialFileError(errno.EINVAL, "not a regular file (a FIFO, device or socket); refused", path)
 
 
 def join(base: str, *parts: str) -> str:
@@ -70,17 +161,40 @@ def open_file(location: str, mode: str = "rb") -> IO[Any]:
         # A chained location (``zip://member::archive.zip``) closes its archive as soon as the temporary
         # filesystem object is collected, so read the member into memory instead of streaming it.
         return io.BytesIO(read_bytes(location))
+    if "r" in mode:
+        check_regular_file(location)
     return fsspec.open(location, mode).open()
 
 
 def read_bytes(location: str) -> bytes:
+    check_regular_file(location)
     fs, path = filesystem(location)
     return fs.cat_file(path)
 
 
+# Largest JSON file read (annotation exports, predictions, split files): 4 GiB of text is far beyond any
+# real export and keeps a hostile file from exhausting memory.
+MAX_JSON_BYTES = 4 << 30
+
+
 def read_json(location: str) -> Any:
-    """Parse a JSON file; ``ValueError`` (``json.JSONDecodeError``) when it is not JSON."""
-    return json.loads(read_bytes(location).decode("utf-8-sig"))
+    """Parse a JSON file; ``ValueError`` when it is not JSON, larger than :data:`MAX_JSON_BYTES`, or nested
+    too deeply to parse (``RecursionError`` turned into a message)."""
+    check_regular_file(location)
+    if not is_url(location) and os.path.isfile(location) and os.path.getsize(location) > MAX_JSON_BYTES:
+        raise ValueError(f"{location} is larger than {MAX_JSON_BYTES >> 30} GiB; not an annotation file")
+    return parse_json(read_bytes(location), location)
+
+
+def parse_json(data: bytes, name: str) -> Any:
+    """``json.loads`` of UTF-8 bytes (a BOM allowed) with a message for malformed, non-UTF-8 or too deeply
+    nested input (``ValueError``)."""
+    try:
+        return json.loads(data.decode("utf-8-sig"))
+    except RecursionError:
+        raise ValueError(f"{name}: JSON nested too deeply to read (a malformed or hostile file)") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{name}: not UTF-8 text ({e.reason} at byte {e.start}); not a JSON file") from None
 
 
 def write_bytes(location: str, data: bytes) -> None:

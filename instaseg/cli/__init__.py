@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from ..problems import DatasetError
+
+# Set to 1 to see the Python traceback of an unexpected error instead of its one-line message.
+DEBUG_VARIABLE = "INSTASEG_DEBUG"
 
 # Command name -> module under instaseg.cli. Listed explicitly; the order is the order of `--help`.
 COMMANDS: dict[str, str] = {
@@ -60,15 +64,35 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(modules).parse_args(argv)
     try:
         return int(modules[args.command].run(args) or 0)
-    except DatasetError as e:
-        print(f"instaseg {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except UsageError as e:
-        print(f"instaseg {args.command}: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # the one boundary: a person gets one line, never a traceback
+        if os.environ.get(DEBUG_VARIABLE) == "1":
+            raise
+        print(f"instaseg {args.command}: error: {describe_error(e)}", file=sys.stderr)
+        return 2
+
+
+def describe_error(error: BaseException) -> str:
+    """One line for a person: the message of instaseg's own errors, a plain description of the others."""
+    if isinstance(error, DatasetError | UsageError):
+        return str(error)
+    message = " ".join(str(error).split())[:500]
+    if isinstance(error, MemoryError):
+        return "out of memory; the input is too large for this machine (or malformed: check it)"
+    if isinstance(error, RecursionError):
+        return "the input is nested too deeply to be read (malformed or hostile file)"
+    if isinstance(error, OSError):
+        where = f" ({error.filename})" if getattr(error, "filename", None) else ""
+        return f"{error.strerror or message}{where}"
+    known = type(error).__module__.startswith("instaseg")  # CheckpointError, WeightsError, ImageError...
+    if known or isinstance(error, ValueError):
+        return message or type(error).__name__
+    return (
+        f"unexpected {type(error).__name__}: {message} (a bug in instaseg or an input it does not expect; "
+        f"set {DEBUG_VARIABLE}=1 to see the traceback and report it)"
+    )
 
 
 if __name__ == "__main__":

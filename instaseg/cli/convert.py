@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .. import storage
+from . import UsageError
 from ._common import add_dataset_arguments
 
 HELP = "Convert an annotated dataset (COCO, Label Studio, labelme, VIA, mask PNGs) to canonical COCO JSON."
@@ -35,9 +37,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..formats.coco_export import write_coco
+    from ..formats.coco_export import annotation_location, write_coco
     from ..formats.load import load_dataset
 
+    target = annotation_location(args.destination)
+    try:
+        storage.check_output_file(target, [args.data], "DESTINATION")
+        inside_source = storage.is_dir(args.data) and storage.same_file(storage.parent(target), args.data)
+        if inside_source and storage.exists(target):
+            raise storage.OutputError(
+                f"DESTINATION {target} already exists in the dataset folder being converted (it may be the "
+                "export itself); choose another destination"
+            )
+    except storage.OutputError as e:
+        raise UsageError(str(e)) from None
     dataset = load_dataset(args.data, images=args.images, format=args.format)
     written = write_coco(dataset, args.destination, mask_format=args.masks, copy_images=args.copy_images)
     errors = [p for p in dataset.problems if p.level == "error"]

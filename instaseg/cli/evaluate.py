@@ -21,7 +21,7 @@ from .. import storage
 from ..core import ClassMap, Record
 from ..model.config import DEVICES
 from ..problems import DatasetError
-from ..splits import SPLITS, assign_splits, load_splits, records_of_split
+from ..splits import SPLITS, assign_splits, load_splits, records_of_split, split_file_mismatch
 from . import UsageError
 
 HELP = (
@@ -93,6 +93,11 @@ def run(args: argparse.Namespace) -> int:
     config = EvaluationConfig(args.score_threshold, args.iou_threshold, args.max_dets)
     dataset = load_dataset(args.data, images=args.images, format=args.format)
     origin = args.checkpoint or args.predictions
+    out = args.out or storage.join(storage.parent(origin), f"eval-{args.split}")
+    try:
+        storage.check_output_folder(out, "--out")
+    except storage.OutputError as e:
+        raise UsageError(str(e)) from None
     notes = _choose_splits(dataset.records, args, origin)
     records = records_of_split(dataset.records, args.split)
     if not records:
@@ -112,7 +117,6 @@ def run(args: argparse.Namespace) -> int:
         ("predictions" if args.predictions else "checkpoint"): origin,
     }
 
-    out = args.out or storage.join(storage.parent(origin), f"eval-{args.split}")
     written = write_report(evaluation, out)
     report = evaluation.to_json()
     if args.json:
@@ -125,16 +129,31 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _choose_splits(all_records: list[Record], args, origin: str) -> list[str]:
-    """Assign splits to the records; returns notes saying where the split came from."""
-    if args.split == "all" and args.predictions:
-        return []  # every image; splits only matter for the checkpoint's per-split losses
+    """Assign splits to the records; returns notes saying where the split came from.
+
+    The training run's ``splits.json`` beside the checkpoint is used only when it describes this dataset;
+    ``--split all`` needs no split file (the per-split losses then use one when there is a matching one).
+    """
     if args.splits:
         load_splits(all_records, args.splits)
         return [f"Split from {args.splits}."]
     beside = storage.join(storage.parent(origin), "splits.json")
     if args.checkpoint and storage.exists(beside):
-        load_splits(all_records, beside)
-        return [f"Split from {beside} (the training run's split file)."]
+        mismatch = split_file_mismatch(all_records, beside)
+        if mismatch is None:
+            load_splits(all_records, beside)
+            return [f"Split from {beside} (the training run's split file)."]
+        if args.split == "all":
+            return [
+                f"Every image evaluated; the run's split file {beside} describes another dataset ({mismatch})."
+            ]
+        raise DatasetError(
+            f"the training run's split file beside the checkpoint describes another dataset ({mismatch}); "
+            "evaluate this dataset with --split all, or give its own split file with --splits",
+            file=beside,
+        )
+    if args.split == "all":
+        return ["Every image evaluated."] if not any(r.split for r in all_records) else []
     if any(r.split for r in all_records):
         return ["Split as given by the dataset."]
     assign_splits(all_records)
@@ -193,7 +212,9 @@ def _from_checkpoint(args, class_map: ClassMap, all_records, records, config, no
     if args.no_losses:
         evaluation.notes.append("Losses were not computed (--no-losses).")
         return evaluation
-    splits = SPLITS if args.split == "all" else (args.split,)
+    splits = (args.split,)
+    if args.split == "all" and any(r.split for r in all_records):
+        splits = SPLITS  # one loss per split of the run, as training reported them
     evaluation.losses = {
         s: dict(
             compute_dataset_losses(predictor.model, records_of_split(all_records, s), predictor.model_config)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .. import storage
+
 HELP = "Export a checkpoint to ONNX (with class names and settings) and print a parity check."
 
 FORMATS = ("onnx",)
@@ -59,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
     from . import UsageError
 
     out = args.out or str(Path(args.checkpoint).with_suffix(".onnx"))
+    try:
+        storage.check_output_file(out, [args.checkpoint], "--out")
+    except storage.OutputError as e:
+        raise UsageError(str(e)) from None
     try:
         path = export_onnx(args.checkpoint, out, proposals=args.proposals)
     except CheckpointError as e:

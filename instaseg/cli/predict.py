@@ -118,13 +118,17 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from .. import distributed
+    from .. import distributed, storage
     from ..model.predictor import DEFAULT_PROPOSALS, Predictor
     from ..predict.inputs import expand_inputs
     from ..predict.outputs import LabelStudioOptions, OutputWriter
     from . import UsageError
 
     kinds = _parse_save(args.save)
+    try:
+        storage.check_output_folder(args.out, "--out")
+    except storage.OutputError as e:
+        raise UsageError(str(e)) from None
     if args.batch_size < 1:
         raise UsageError("--batch-size must be >= 1")
     # Under torchrun (docs/distributed.md) each process predicts every N-th image on its own GPU/cores.

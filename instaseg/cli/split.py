@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from .. import storage
 from ..splits import SplitConfig, assign_splits, save_splits
 from ._common import add_dataset_arguments
 
@@ -28,6 +29,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = SplitConfig(args.train, args.val, args.test, args.seed)
     except ValueError as e:
+        raise UsageError(str(e)) from None
+    try:
+        storage.check_output_file(args.out, [args.data], "--out")
+    except storage.OutputError as e:
         raise UsageError(str(e)) from None
     dataset = load_dataset(args.data, images=args.images, format=args.format)
     splits = assign_splits(dataset.records, config)

@@ -194,20 +194,26 @@ class _Refused(Exception):
 
 def _configs(args: argparse.Namespace):
     """``(run_dir, TrainConfig, ModelConfig, resumed checkpoint or None)`` from the flags (or ``last.pt``)."""
-    from ..model.checkpoint import CHECKPOINT_FORMAT, read_checkpoint
+    from ..model.checkpoint import CHECKPOINT_FORMAT, check_header, read_checkpoint
     from ..model.config import ModelConfig
+    from ..storage import OutputError, check_output_folder
     from ..train.config import TrainConfig
 
     if args.resume:
         run_dir = Path(args.resume)
         state = read_checkpoint(run_dir / "last.pt")
-        config = TrainConfig.from_dict(state["train_config"])
+        _, model_config = check_header(state, run_dir / "last.pt")
+        config = TrainConfig.from_dict(state.get("train_config"))
         config.epochs = args.epochs or config.epochs
         config.minutes = config.minutes if args.minutes is None else args.minutes
-        return run_dir, config, ModelConfig.from_dict(state["model_config"]), state
+        return run_dir, config, model_config, state
     if not args.out:
         raise _Refused("--out RUN_DIR is required (or --resume RUN_DIR)")
     run_dir = Path(args.out)
+    try:
+        check_output_folder(str(run_dir), "--out")
+    except OutputError as e:
+        raise _Refused(str(e)) from None
     if (run_dir / "last.pt").exists():
         raise _Refused(
             f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out"
@@ -217,7 +223,7 @@ def _configs(args: argparse.Namespace):
     if weights not in ("coco", "none") and Path(weights).is_file():
         payload = read_checkpoint(weights)
         if payload.get("format") == CHECKPOINT_FORMAT:  # continue with the checkpoint's layer types
-            pretrained = bool(payload["model_config"].get("pretrained_backbone", True))
+            pretrained = check_header(payload, weights)[1].pretrained_backbone
     config = TrainConfig(
         data=args.data,
         images=args.images,

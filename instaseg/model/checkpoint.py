@@ -15,6 +15,7 @@ A checkpoint is a dict of tensors and plain values only (so loading never unpick
 from __future__ import annotations
 
 import os
+import pickle
 import platform
 from pathlib import Path
 
@@ -95,21 +96,88 @@ def save_atomic(payload: dict, path: str | Path) -> None:
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """``torch.load(path, weights_only=True)``; ``CorruptCheckpointError`` for anything unreadable."""
+    """``torch.load(path, weights_only=True)``; ``CorruptCheckpointError`` for anything unreadable.
+
+    Loading never unpickles code. A file holding other Python objects is refused with a message that says
+    so, never with torch's advice to retry with ``weights_only=False`` (which would run its code).
+    """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} not found")
+        raise CheckpointError(
+            f"checkpoint {path} not found" + (" (it is not a regular file)" if path.exists() else "")
+        )
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    except pickle.UnpicklingError as e:
+        if "allowed global" not in str(e) and "Unsupported global" not in str(e):
+            raise CorruptCheckpointError(
+                f"{path} is not a readable checkpoint (not a torch file, or damaged); use another "
+                "checkpoint (e.g. last.pt) or retrain"
+            ) from None
         raise CorruptCheckpointError(
-            f"{path} is not a readable checkpoint ({first_line}); it may be truncated "
+            f"{path} holds Python objects other than tensors and plain values, which instaseg checkpoints "
+            "never do: it was not written by instaseg or was altered. It was not loaded; do not load it "
+            "with weights_only=False unless you trust whoever made it"
+        ) from None
+    except Exception as e:
+        reason = type(e).__name__ if isinstance(e, MemoryError | RecursionError) else _first_line(e)
+        raise CorruptCheckpointError(
+            f"{path} is not a readable checkpoint ({reason}); it may be truncated "
             "or not a torch file. Use another checkpoint (e.g. last.pt) or retrain"
         ) from None
     if not isinstance(payload, dict):
         raise CorruptCheckpointError(f"{path} holds a {type(payload).__name__}, not a checkpoint dict")
     return payload
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
+
+
+def check_header(payload: dict, path: str | Path) -> tuple[ClassMap, ModelConfig]:
+    """Validate an instaseg checkpoint's header as a whole before a model is built from it.
+
+    Checks the format marker, the class names (a non-empty list of unique non-empty strings), the model
+    config (types and ranges, :class:`ModelConfig`), that the config's class count matches, and that the
+    weights are a dict of tensors.
+
+    Raises:
+        CheckpointMismatchError: not an instaseg checkpoint (e.g. a bare state dict).
+        CorruptCheckpointError: a damaged header, naming the field and what is wrong with it.
+    """
+    if payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointMismatchError(
+            f"{path} is not an instaseg checkpoint (a bare state dict?); pass it to "
+            "`instaseg train --weights` instead"
+        )
+    missing = [k for k in ("model", "class_names", "model_config") if k not in payload]
+    if missing:
+        raise CorruptCheckpointError(f"{path} lacks {', '.join(missing)}: an incomplete checkpoint; retrain")
+    names = payload["class_names"]
+    try:
+        if not isinstance(names, list | tuple):
+            raise ValueError(f"must be a list of names, got {type(names).__name__}")
+        class_map = ClassMap(tuple(names))
+        if not class_map.names:
+            raise ValueError("the list is empty")
+    except ValueError as e:
+        raise CorruptCheckpointError(f"{path}: damaged header: class_names {e}") from None
+    try:
+        config = ModelConfig.from_dict(payload["model_config"])
+    except (TypeError, ValueError) as e:
+        raise CorruptCheckpointError(f"{path}: damaged header: model_config: {e}") from None
+    if config.num_classes != class_map.num_classes:
+        raise CorruptCheckpointError(
+            f"{path}: damaged header: model_config has {config.num_classes} classes but class_names lists "
+            f"{class_map.num_classes}"
+        )
+    weights = payload["model"]
+    if not isinstance(weights, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()
+    ):
+        raise CorruptCheckpointError(f"{path}: damaged checkpoint: 'model' is not a dict of named tensors")
+    return class_map, config
 
 
 def load_checkpoint(
@@ -129,21 +197,10 @@ def load_checkpoint(
     from .architectures import build_model
 
     payload = read_checkpoint(path)
-    if payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointMismatchError(
-            f"{path} is not an instaseg checkpoint (a bare state dict?); pass it to "
-            "`instaseg train --weights` instead"
-        )
-    missing = [k for k in ("model", "class_names", "model_config") if k not in payload]
-    if missing:
-        raise CorruptCheckpointError(f"{path} lacks {', '.join(missing)}: an incomplete checkpoint; retrain")
-    try:
-        config = ModelConfig.from_dict(payload["model_config"])
-    except (TypeError, ValueError) as e:
-        raise CheckpointMismatchError(f"{path}: {e}") from None
+    class_map, config = check_header(payload, path)
     if arch is not None and config.arch != arch:
         raise CheckpointMismatchError(f"{path} is a {config.arch} checkpoint, expected {arch}")
-    names = tuple(payload["class_names"])
+    names = class_map.names
     if class_names is not None and names != tuple(class_names):
         raise CheckpointMismatchError(
             f"{path} was trained on classes {list(names)}, expected {list(class_names)}"

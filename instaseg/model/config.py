@@ -17,15 +17,34 @@ ENGINES = ("torch", "onnx")
 
 
 def dataclass_from_dict(cls, values: dict):
-    """``cls(**values)`` with the keys ``cls`` does not have (written by a newer version) left out."""
+    """``cls(**values)`` with the keys ``cls`` does not have (written by a newer version) left out;
+    ``ValueError`` when ``values`` is not a dict with string keys."""
+    if not isinstance(values, dict):
+        raise ValueError(f"{cls.__name__} must be a mapping of names to values, got {type(values).__name__}")
     names = {f.name for f in fields(cls)}
     return cls(**{k: v for k, v in values.items() if k in names})
 
 
 def check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
     """``ValueError`` listing the valid values when ``value`` is not one of them."""
-    if value not in valid:
+    if not isinstance(value, str) or value not in valid:
         raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+
+
+def check_number(name: str, value, low: float, high: float, integer: bool = False) -> None:
+    """``ValueError`` unless ``value`` is a real number (an int when ``integer``; bools are not numbers)
+    with ``low <= value <= high``: a checkpoint or config file is not trusted to hold the right types."""
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        kind = "a whole number" if integer else "a number"
+        raise ValueError(f"{name} must be {kind}, got {type(value).__name__} {value!r:.40}")
+    if not low <= value <= high:  # NaN fails this too
+        raise ValueError(f"{name} must be in {low:g}..{high:g}, got {value!r}")
+
+
+# Largest image side a model may work at: 8192 px is a 64-megapixel square (a few GB of activations); a
+# larger value in a config or checkpoint is a mistake, not a model.
+MAX_IMAGE_SIZE = 8192
 
 
 @dataclass(frozen=True)
@@ -64,12 +83,18 @@ class ModelConfig:
     def __post_init__(self) -> None:
         check_choice("architecture", self.arch, ARCH_NAMES)
         check_choice("resize mode", self.resize, RESIZE_MODES)
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
-        if self.image_size < 32:
-            raise ValueError(f"image_size must be >= 32 pixels, got {self.image_size}")
-        if self.trainable_backbone_layers is not None and not 0 <= self.trainable_backbone_layers <= 5:
-            raise ValueError(f"trainable_backbone_layers must be 0..5, got {self.trainable_backbone_layers}")
+        check_number("num_classes", self.num_classes, 1, 100_000, integer=True)
+        check_number("image_size (pixels)", self.image_size, 32, MAX_IMAGE_SIZE, integer=True)
+        if self.trainable_backbone_layers is not None:
+            check_number("trainable_backbone_layers", self.trainable_backbone_layers, 0, 5, integer=True)
+        if not isinstance(self.pretrained_backbone, bool):
+            raise ValueError(
+                f"pretrained_backbone must be true or false, got {self.pretrained_backbone!r:.40}"
+            )
+        check_number("score_threshold", self.score_threshold, 0.0, 1.0)
+        check_number("nms_threshold", self.nms_threshold, 0.0, 1.0)
+        check_number("detections_per_image", self.detections_per_image, 1, 100_000, integer=True)
+        check_number("mask_threshold", self.mask_threshold, 1e-6, 1 - 1e-6)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torchvision.models.detection import MaskRCNN_ResNet50_FPN_V2_Weights, MaskRCNN_ResNet50_FPN_Weights
 
-from .checkpoint import CHECKPOINT_FORMAT, CheckpointMismatchError, read_checkpoint
+from .checkpoint import CHECKPOINT_FORMAT, CheckpointMismatchError, check_header, read_checkpoint
 
 # Architecture -> torchvision's COCO weights. Architectures not listed have none (train with --weights none).
 COCO_WEIGHTS = {
@@ -128,14 +128,14 @@ def apply_weights(
         raise WeightsError(f"weights file {weights} not found; valid --weights: coco, none, or a file path")
     payload = read_checkpoint(path)
     if payload.get("format") == CHECKPOINT_FORMAT:
-        if payload["model_config"]["arch"] != arch:
+        class_map, config = check_header(payload, path)
+        if config.arch != arch:
             raise CheckpointMismatchError(
-                f"{path} is a {payload['model_config']['arch']} checkpoint, not "
-                f"{arch}; pass --arch {payload['model_config']['arch']}"
+                f"{path} is a {config.arch} checkpoint, not {arch}; pass --arch {config.arch}"
             )
-        if tuple(payload["class_names"]) != tuple(class_names):
+        if class_map.names != tuple(class_names):
             raise CheckpointMismatchError(
-                f"{path} was trained on classes {list(payload['class_names'])}, this "
+                f"{path} was trained on classes {list(class_map.names)}, this "
                 f"dataset has {list(class_names)}; use --weights coco or none"
             )
         model.load_state_dict(payload["model"])

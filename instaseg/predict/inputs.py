@@ -76,7 +76,7 @@ def expand_inputs(inputs: list[str]) -> tuple[list[ImageInput], list[tuple[str, 
     images: list[ImageInput] = []
     problems: list[tuple[str, str]] = []
     seen_locations: set[str] = set()
-    used_names: set[str] = set()
+    used_stems: set[str] = set()
     for item in inputs:
         if _is_glob(item):
             found = _glob(item)
@@ -98,18 +98,32 @@ def expand_inputs(inputs: list[str]) -> tuple[list[ImageInput], list[tuple[str, 
             if location in seen_locations:
                 continue
             seen_locations.add(location)
-            name = _unique(name, used_names)
-            used_names.add(name)
+            name = _unique(safe_relative_name(name), used_stems)
+            used_stems.add(_stem_key(name))
             images.append(ImageInput(location, name))
     return images, problems
 
 
-def _unique(name: str, used: set[str]) -> str:
-    """``name``, or ``stem_2.ext``, ``stem_3.ext``... when two inputs would write the same outputs."""
-    if name not in used:
+def safe_relative_name(name: str) -> str:
+    """``name`` as a relative path that stays inside an output folder: no absolute start, no ``..`` or
+    ``.`` parts, no empty parts, no control characters."""
+    parts = [storage.safe_file_name(p) for p in name.replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    return "/".join(parts) or "image"
+
+
+def _stem_key(name: str) -> str:
+    # Outputs are named by stem (photo.jpg -> overlay/photo.jpg, binary/photo.png), case-insensitively on
+    # some file systems: two inputs must not share one.
+    return posixpath.splitext(name)[0].lower()
+
+
+def _unique(name: str, used_stems: set[str]) -> str:
+    """``name``, or ``stem_2.ext``, ``stem_3.ext``... when two inputs would write the same outputs
+    (``photo.jpg`` and ``photo.png`` included)."""
+    if _stem_key(name) not in used_stems:
         return name
     stem, ext = posixpath.splitext(name)
     k = 2
-    while f"{stem}_{k}{ext}" in used:
+    while _stem_key(f"{stem}_{k}{ext}") in used_stems:
         k += 1
     return f"{stem}_{k}{ext}"

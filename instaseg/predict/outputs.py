@@ -102,7 +102,7 @@ class OutputWriter:
         if "instance-masks" in self.kinds:
             folder = self.path("instances", image.name)
             for i, mask in enumerate(render.instance_mask_images(instances)):
-                label = self.class_map.name(int(instances.labels[i]))
+                label = storage.safe_file_name(self.class_map.name(int(instances.labels[i])))
                 storage.write_bytes(storage.join(folder, f"{i + 1:03d}_{label}.png"), render.encode_png(mask))
         if "rgb" in self.kinds:
             data = render.encode_png(render.rgb_masked_image(instances))

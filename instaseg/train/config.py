@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 
-from ..model.config import DEVICES, check_choice, dataclass_from_dict
+from ..model.config import DEVICES, check_choice, check_number, dataclass_from_dict
 
 # Valid values of the string options; errors list them.
 OPTIMIZERS = ("sgd", "adamw")
@@ -84,12 +84,13 @@ class TrainConfig:
         check_choice("device", self.device, DEVICES)
         check_choice("selection rule", self.select, SELECT_RULES)
         for name in ("epochs", "batch_size", "accumulate"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.workers < 0 or self.patience < 0 or self.warmup_steps < 0 or self.minutes < 0:
-            raise ValueError("workers, patience, warmup_steps and minutes must be >= 0")
+            check_number(name, getattr(self, name), 1, 1_000_000, integer=True)
+        for name in ("workers", "patience", "warmup_steps", "seed", "split_seed", "step_epochs"):
+            check_number(name, getattr(self, name), 0, 2**31, integer=True)
+        check_number("lr", self.lr, 1e-12, 10.0)
+        for name, high in (("momentum", 1.0), ("weight_decay", 1.0), ("step_gamma", 1.0), ("grad_clip", 1e9)):
+            check_number(name, getattr(self, name), 0.0, high)
+        check_number("minutes", self.minutes, 0.0, 1e7)
 
     def to_dict(self) -> dict:
         return asdict(self)

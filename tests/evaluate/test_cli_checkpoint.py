@@ -80,3 +80,19 @@ def test_corrupt_checkpoint_is_a_message(datasets, tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert code == 2 and "not a readable checkpoint" in err
+
+
+def test_the_run_split_file_applies_only_to_the_run_dataset(tmp_path, capsys):
+    """A model evaluated on data it was not trained on: the split file beside it names other images."""
+    from instaseg.cli.quickstart import sample_dataset_dir
+
+    checkpoint = save_light_checkpoint(tmp_path / "best.pt", ["nucleus"], 64, detections_per_image=5)
+    other = {"train": ["PNGImages/FudanPed00001.png"], "val": [], "test": ["PNGImages/FudanPed00002.png"]}
+    (tmp_path / "splits.json").write_text(json.dumps(other))
+    base = ["evaluate", str(checkpoint), sample_dataset_dir(), "--no-losses", "--device", "cpu", "--json"]
+    assert main([*base, "--split", "all", "--out", str(tmp_path / "all")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["images"] == 60 and any("describes another dataset" in n for n in report["notes"])
+    assert main([*base, "--split", "test", "--out", str(tmp_path / "test")]) == 2
+    err = capsys.readouterr().err
+    assert "split file beside the checkpoint describes another dataset" in err and "--split all" in err
