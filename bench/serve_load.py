@@ -5,6 +5,7 @@ server), sends ``--requests`` predictions of a real image with ``--concurrency``
 failures, median/p95 latency, throughput and the server's RSS before and after.
 
     .venv/bin/python bench/serve_load.py CHECKPOINT [--requests 200] [--concurrency 8]
+    .venv/bin/python bench/serve_load.py --requests 2000 --concurrency 8 --warmup 200   # the soak test
 
 Without CHECKPOINT it builds a seeded random ``maskrcnn_resnet18_fpn`` checkpoint (256 px), like the tests.
 Bounded: every request has a timeout and the whole run stops after ``--max-minutes``.
@@ -100,6 +101,7 @@ def main() -> int:
         "--warmup", type=int, default=1, help="requests sent (at --concurrency) before measuring"
     )
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    parser.add_argument("--rss-every", type=int, default=250, help="sample the server's RSS every N requests")
     parser.add_argument("--max-minutes", type=float, default=20.0, help="stop submitting after this long")
     args = parser.parse_args()
     from gradio_client import Client, handle_file
@@ -164,13 +166,16 @@ def main() -> int:
             return time.monotonic() - started
 
         started = time.monotonic()
+        samples = []  # (requests done, server RSS MB): whether memory levels off or keeps growing
         with ThreadPoolExecutor(args.concurrency) as pool:
             futures = [pool.submit(one, i) for i in range(args.requests)]
-            for future in as_completed(futures):
+            for done, future in enumerate(as_completed(futures), start=1):
                 try:
                     latencies.append(future.result())
                 except Exception as e:  # noqa: BLE001 - every failure is counted and shown
                     failures.append(f"{type(e).__name__}: {str(e)[:200]}")
+                if process and (done % args.rss_every == 0 or done == args.requests):
+                    samples.append((done, rss_mb(process.pid)))
         elapsed = time.monotonic() - started
         rss_after = rss_mb(process.pid) if process else None
     finally:
@@ -197,7 +202,10 @@ def main() -> int:
     print(f"throughput {len(latencies) / elapsed:.2f} requests/s over {elapsed:.1f} s")
     if rss_before is not None:
         growth = 100 * (rss_after - rss_before) / rss_before
-        print(f"server RSS before {rss_before:.0f} MB, after {rss_after:.0f} MB ({growth:+.1f} %)")
+        print(
+            f"server RSS after warm-up {rss_before:.0f} MB, at the end {rss_after:.0f} MB ({growth:+.1f} %)"
+        )
+        print("server RSS by requests done: " + ", ".join(f"{n}: {mb:.0f} MB" for n, mb in samples))
     return 1 if failures else 0
 
 
