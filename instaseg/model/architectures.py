@@ -34,6 +34,14 @@ from .config import ModelConfig
 LOSS_NAMES = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
 
 
+def _anchors(config: ModelConfig, smallest: int) -> AnchorGenerator:
+    """One anchor size per FPN level (``config.anchor_sizes``, else ``smallest`` doubling over the 5 levels),
+    three aspect ratios each: the number of anchors per location, hence the RPN head's shape, is the same
+    whatever the sizes, so COCO weights still fit."""
+    sizes = config.anchor_sizes or tuple(smallest * 2**k for k in range(5))
+    return AnchorGenerator(tuple((int(s),) for s in sizes), ((0.5, 1.0, 2.0),) * 5)
+
+
 def _trainable_layers(config: ModelConfig) -> int:
     if config.trainable_backbone_layers is not None:
         return config.trainable_backbone_layers
@@ -44,7 +52,7 @@ def _resnet50_fpn(config: ModelConfig) -> MaskRCNN:
     # Pretrained backbones keep ImageNet/COCO BatchNorm statistics frozen, as torchvision does.
     norm = misc_ops.FrozenBatchNorm2d if config.pretrained_backbone else nn.BatchNorm2d
     backbone = _resnet_fpn_extractor(resnet50(weights=None, norm_layer=norm), _trainable_layers(config))
-    return MaskRCNN(backbone, num_classes=config.num_classes + 1)
+    return MaskRCNN(backbone, num_classes=config.num_classes + 1, rpn_anchor_generator=_anchors(config, 32))
 
 
 def _resnet50_fpn_v2(config: ModelConfig) -> MaskRCNN:
@@ -52,7 +60,7 @@ def _resnet50_fpn_v2(config: ModelConfig) -> MaskRCNN:
     backbone = _resnet_fpn_extractor(
         resnet50(weights=None), _trainable_layers(config), norm_layer=nn.BatchNorm2d
     )
-    anchors = AnchorGenerator(((32,), (64,), (128,), (256,), (512,)), ((0.5, 1.0, 2.0),) * 5)
+    anchors = _anchors(config, 32)
     return MaskRCNN(
         backbone,
         num_classes=config.num_classes + 1,
@@ -92,7 +100,7 @@ def _resnet18_fpn(config: ModelConfig) -> MaskRCNN:
         channels,
         extra_blocks=LastLevelMaxPool(),
     )
-    anchors = AnchorGenerator(((16,), (32,), (64,), (128,), (256,)), ((0.5, 1.0, 2.0),) * 5)
+    anchors = _anchors(config, 16)
     return MaskRCNN(
         backbone,
         num_classes=None,

@@ -67,6 +67,9 @@ class ModelConfig:
         nms_threshold: IoU of the per-class non-maximum suppression at test time.
         detections_per_image: at most this many detections per image.
         mask_threshold: mask probabilities >= this are the object (0.5 by convention).
+        anchor_sizes: the RPN's anchor size (pixels at the model's input) for each of the 5 FPN levels,
+            e.g. chosen from the data (:mod:`instaseg.train.recipe`); ``None`` for the architecture's own
+            (32..512 for the ResNet-50 models, 16..256 for the light one).
     """
 
     arch: str = "maskrcnn_resnet50_fpn"
@@ -79,6 +82,7 @@ class ModelConfig:
     nms_threshold: float = 0.5
     detections_per_image: int = 100
     mask_threshold: float = 0.5
+    anchor_sizes: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         check_choice("architecture", self.arch, ARCH_NAMES)
@@ -95,6 +99,14 @@ class ModelConfig:
         check_number("nms_threshold", self.nms_threshold, 0.0, 1.0)
         check_number("detections_per_image", self.detections_per_image, 1, 100_000, integer=True)
         check_number("mask_threshold", self.mask_threshold, 1e-6, 1 - 1e-6)
+        if self.anchor_sizes is not None:
+            if not isinstance(self.anchor_sizes, list | tuple) or len(self.anchor_sizes) != 5:
+                raise ValueError(
+                    f"anchor_sizes must be 5 sizes (one per FPN level), got {self.anchor_sizes!r:.60}"
+                )
+            for size in self.anchor_sizes:
+                check_number("anchor size (pixels)", size, 2, 4 * MAX_IMAGE_SIZE, integer=True)
+            object.__setattr__(self, "anchor_sizes", tuple(self.anchor_sizes))
 
     def to_dict(self) -> dict:
         return asdict(self)

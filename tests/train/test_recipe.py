@@ -1,0 +1,62 @@
+"""Recipes chosen from the data, on synthetic datasets of small, large, dense and sparse objects."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from instaseg.core import Annotation, Record
+from instaseg.train.recipe import choose_recipe, measure_objects
+
+
+def dataset(side: int, sizes: list[float], per_image: int, images: int = 10, seed: int = 0) -> list[Record]:
+    """``images`` square images of ``side`` px, each with ``per_image`` square box-only objects whose sides
+    are drawn from ``sizes``."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for i in range(images):
+        annotations = []
+        for _ in range(per_image):
+            s = float(rng.choice(sizes))
+            x, y = rng.uniform(0, side - s, 2)
+            annotations.append(Annotation(1, (x, y, x + s, y + s)))
+        records.append(Record(f"{i}.png", f"{i}.png", side, side, annotations, image_id=i + 1))
+    return records
+
+
+def test_small_dense_objects_are_upscaled_with_small_anchors_and_many_detections():
+    recipe = choose_recipe(measure_objects(dataset(256, [6, 8, 10, 12, 16], per_image=180)), False)
+    assert recipe.image_size > 256 and recipe.image_size % 32 == 0
+    assert recipe.anchor_sizes[0] <= 16 and recipe.anchor_sizes == tuple(
+        recipe.anchor_sizes[0] * 2**k for k in range(5)
+    )
+    assert recipe.detections_per_image >= 270  # 180 objects on an image, with a margin
+    assert recipe.arch == "maskrcnn_resnet18_fpn" and recipe.weights == "none"
+    assert len(recipe.reasons) == 4 and "detections per image" in recipe.reasons[3]
+
+
+def test_large_sparse_objects_are_shrunk_but_keep_detail():
+    stats = measure_objects(dataset(1000, [300, 400, 500], per_image=2))
+    recipe = choose_recipe(stats, True)
+    assert recipe.image_size < 1000 and stats.size_median * recipe.image_size / 1000 >= 96  # typical >= 96 px
+    assert recipe.anchor_sizes[0] >= 32 and recipe.anchor_sizes[-1] <= 2 * recipe.image_size
+    assert recipe.detections_per_image == 100
+    assert (recipe.arch, recipe.weights) == (
+        "maskrcnn_resnet50_fpn",
+        "coco",
+    )  # COCO weights: the seed's model
+
+
+def test_tiny_objects_on_huge_images_are_capped():
+    recipe = choose_recipe(measure_objects(dataset(4000, [10, 12], per_image=20, images=3)), False)
+    assert recipe.image_size == 1024  # the cap: such data wants crops at native resolution (tiling)
+
+
+def test_a_mix_keeps_the_small_ones_visible():
+    recipe = choose_recipe(measure_objects(dataset(512, [8, 200], per_image=10)), False)
+    assert recipe.image_size >= 512
+
+
+def test_no_objects_is_an_error():
+    with pytest.raises(ValueError, match="no objects"):
+        measure_objects([Record("a.png", "a.png", 10, 10, [], image_id=1)])
