@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import partialmethod
 
 
 @dataclass(frozen=True)
@@ -47,23 +48,21 @@ class ProblemLog:
 
     problems: list[Problem] = field(default_factory=list)
 
-    def warn(
+    def add(
         self,
+        level: str,
         message: str,
         file: str | None = None,
         image: str | None = None,
         annotation: str | int | None = None,
     ) -> None:
-        self.problems.append(Problem("warning", message, file, image, annotation))
+        """Record a problem of ``level`` ``"error"`` or ``"warning"`` found in ``file``/``image``/``annotation``."""
+        self.problems.append(Problem(level, message, file, image, annotation))
 
-    def error(
-        self,
-        message: str,
-        file: str | None = None,
-        image: str | None = None,
-        annotation: str | int | None = None,
-    ) -> None:
-        self.problems.append(Problem("error", message, file, image, annotation))
+    # ``log.warn(message, file=..., image=..., annotation=...)``: a repaired or skipped item.
+    warn = partialmethod(add, "warning")
+    # ``log.error(message, file=..., image=..., annotation=...)``: an unusable item.
+    error = partialmethod(add, "error")
 
     @property
     def has_errors(self) -> bool:

@@ -58,6 +58,32 @@ def check_predictions(
         DatasetError: not a list, empty, an entry naming an image or class the dataset does not have, or
             an entry with missing or invalid fields. The message quotes the first offending entries.
     """
+    _check_is_results_list(items, source)
+    images = {img["id"]: img for img in gt["images"]}
+    categories = {c["id"]: c["name"] for c in gt["categories"]}
+    results, bad, other_split = _normalise_all(items, images, _names(gt["images"]), categories, selected)
+    if bad["image"]:
+        raise DatasetError(
+            f"{len(bad['image'])} predictions refer to images the dataset does not have "
+            f"({_first(bad['image'])}); image_id must be the dataset's 1-based image id "
+            f"(1..{len(images)}, in import order) or give file_name",
+            file=source,
+        )
+    if bad["class"]:
+        valid_classes = ", ".join(f"{i}={n}" for i, n in categories.items())
+        raise DatasetError(
+            f"{len(bad['class'])} predictions refer to unknown classes ({_first(bad['class'])}); "
+            f"valid category_id: {valid_classes}",
+            file=source,
+        )
+    if bad["other"]:
+        raise DatasetError(f"{len(bad['other'])} invalid predictions: {_first(bad['other'])}", file=source)
+    with_masks, notes = _mask_notes(results, other_split)
+    return results, with_masks, notes
+
+
+def _check_is_results_list(items: Any, source: str) -> None:
+    """``DatasetError`` unless ``items`` is a non-empty list (a COCO dataset file is told apart)."""
     if isinstance(items, dict):
         hint = " (this looks like a COCO dataset file: pass it as DATA)" if "images" in items else ""
         raise DatasetError(
@@ -73,25 +99,32 @@ def check_predictions(
             "evaluate; every metric would be 0",
             file=source,
         )
-    images = {img["id"]: img for img in gt["images"]}
-    by_name = _names(gt["images"])
-    categories = {c["id"]: c["name"] for c in gt["categories"]}
-    valid_classes = ", ".join(f"{i}={n}" for i, n in categories.items())
 
-    results, bad_image, bad_class, bad_other, other_split = [], [], [], [], 0
+
+def _normalise_all(
+    items: list, images: dict[int, dict], by_name: dict[str, int], categories: dict, selected: set[int] | None
+) -> tuple[list[dict], dict[str, list[str]], int]:
+    """``(normalised results, {"image"|"class"|"other": offending entries}, predictions on other images)``.
+
+    ``images``: image id -> COCO image; ``by_name``: file name -> image id (see :func:`_names`);
+    ``categories``: category id -> name; ``selected``: the evaluated image ids (``None``: all).
+    """
+    results: list[dict] = []
+    bad: dict[str, list[str]] = {"image": [], "class": [], "other": []}
+    other_split = 0
     for index, item in enumerate(items):
         if not isinstance(item, dict):
-            bad_other.append(f"entry {index}: not an object")
+            bad["other"].append(f"entry {index}: not an object")
             continue
         image_id = _image_id(item, by_name)
         if image_id not in images:
-            bad_image.append(
+            bad["image"].append(
                 f"entry {index}: image_id={item.get('image_id')!r}"
                 + (f" file_name={item['file_name']!r}" if "file_name" in item else "")
             )
             continue
         if item.get("category_id") not in categories:
-            bad_class.append(f"entry {index}: category_id={item.get('category_id')!r}")
+            bad["class"].append(f"entry {index}: category_id={item.get('category_id')!r}")
             continue
         if selected is not None and image_id not in selected:
             other_split += 1
@@ -99,24 +132,13 @@ def check_predictions(
         try:
             results.append(_normalise(item, image_id, images[image_id]))
         except ValueError as e:
-            bad_other.append(f"entry {index} (image {images[image_id]['file_name']}): {e}")
+            bad["other"].append(f"entry {index} (image {images[image_id]['file_name']}): {e}")
+    return results, bad, other_split
 
-    if bad_image:
-        raise DatasetError(
-            f"{len(bad_image)} predictions refer to images the dataset does not have "
-            f"({_first(bad_image)}); image_id must be the dataset's 1-based image id "
-            f"(1..{len(images)}, in import order) or give file_name",
-            file=source,
-        )
-    if bad_class:
-        raise DatasetError(
-            f"{len(bad_class)} predictions refer to unknown classes ({_first(bad_class)}); "
-            f"valid category_id: {valid_classes}",
-            file=source,
-        )
-    if bad_other:
-        raise DatasetError(f"{len(bad_other)} invalid predictions: {_first(bad_other)}", file=source)
 
+def _mask_notes(results: list[dict], other_split: int) -> tuple[bool, list[str]]:
+    """``(with_masks, notes)``: whether every result has a mask (else masks are removed from all of them,
+    in place) and the report's notes on left-out and mask-less predictions."""
     notes = []
     if other_split:
         notes.append(f"{other_split} predictions on images outside the evaluated split were left out.")
@@ -131,7 +153,7 @@ def check_predictions(
     if not with_masks:
         for r in results:
             r.pop("segmentation", None)
-    return results, with_masks, notes
+    return with_masks, notes
 
 
 def _names(images: list[dict]) -> dict[str, int]:

@@ -45,8 +45,28 @@ def _percent(v) -> str:
 
 def report_markdown(evaluation: Evaluation, figures: list[str]) -> str:
     """The text of ``report.md``; ``figures`` are the PNG names (without ``.png``) written beside it."""
-    e, m = evaluation, evaluation.matching
-    j = e.to_json()
+    numbers = evaluation.to_json()  # unavailable values are "n/a"
+    lines = [
+        *_header_section(evaluation),
+        *_plain_words_section(evaluation),
+        *_coco_section(evaluation, numbers),
+        *_per_class_section(evaluation, numbers),
+        *_losses_section(evaluation),
+        *_confusion_section(evaluation),
+        *_figures_section(figures),
+    ]
+    if evaluation.notes:
+        lines += ["## Notes", ""] + [f"- {note}" for note in evaluation.notes] + [""]
+    return "\n".join(lines)
+
+
+def _kind(evaluation: Evaluation) -> str:
+    """What the matching overlaps: ``"mask"`` or ``"box"``."""
+    return "mask" if evaluation.matching.iou_type == "segm" else "box"
+
+
+def _header_section(e: Evaluation) -> list[str]:
+    """Title, what was evaluated on what, and the class names."""
     lines = ["# Evaluation report", ""]
     for key, label in (
         ("checkpoint", "Model"),
@@ -56,15 +76,18 @@ def report_markdown(evaluation: Evaluation, figures: list[str]) -> str:
     ):
         if key in e.source:
             lines.append(f"- **{label}:** `{e.source[key]}`")
-    lines += [
+    return lines + [
         f"- **Images:** {e.images}, with {e.instances} ground-truth objects; **predictions:** "
         f"{e.predictions}",
         f"- **Classes:** {', '.join(e.class_names)}",
         "",
     ]
 
-    kind = "mask" if m.iou_type == "segm" else "box"
-    lines += ["## In plain words", ""]
+
+def _plain_words_section(e: Evaluation) -> list[str]:
+    """Recall, precision, F1, mean IoU and AP in sentences."""
+    m, kind = e.matching, _kind(e)
+    lines = ["## In plain words", ""]
     found = m.tp + m.fn
     if found:
         who = "the model" if "checkpoint" in e.source else "the predictions"
@@ -88,9 +111,12 @@ def report_markdown(evaluation: Evaluation, figures: list[str]) -> str:
             f"COCO {kind} AP, the usual single score (0 to 1, higher is better), is "
             f"**{main.summary['AP']:.3f}**."
         )
-    lines.append("")
+    return lines + [""]
 
-    lines += [
+
+def _coco_section(e: Evaluation, j: dict) -> list[str]:
+    """The COCO AP/AR table, masks and boxes side by side; ``j`` is ``e.to_json()``."""
+    lines = [
         "## COCO metrics",
         "",
         "Average precision (AP) over every score threshold, and average recall (AR) with at most "
@@ -108,13 +134,17 @@ def report_markdown(evaluation: Evaluation, figures: list[str]) -> str:
     for key, label in (*_SUMMARY_ROWS, *ar_rows):
         segm = j["segm"][key] if e.segm else NA
         lines.append(f"| {label} | {_value(segm)} | {_value(j['bbox'][key])} |")
-    lines += ["", "n/a: not available (no masks, or no ground truth of that size).", ""]
+    return lines + ["", "n/a: not available (no masks, or no ground truth of that size).", ""]
 
-    lines += [
+
+def _per_class_section(e: Evaluation, j: dict) -> list[str]:
+    """One table row per class: objects, mask/box AP, precision, recall, F1; ``j`` is ``e.to_json()``."""
+    m = e.matching
+    lines = [
         "## Per class",
         "",
         f"AP at IoU 0.50:0.95 and 0.50; precision, recall and F1 at score ≥ {m.score_threshold:g} "
-        f"and {kind} IoU ≥ {m.iou_threshold:g}.",
+        f"and {_kind(e)} IoU ≥ {m.iou_threshold:g}.",
         "",
         "| Class | Objects | Mask AP | Mask AP50 | Box AP | Box AP50 | Precision | Recall | F1 |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -133,9 +163,12 @@ def report_markdown(evaluation: Evaluation, figures: list[str]) -> str:
             _value(match["f1"]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    lines.append("")
+    return lines + [""]
 
-    lines += ["## Losses", ""]
+
+def _losses_section(e: Evaluation) -> list[str]:
+    """The losses per split (total and each component), or n/a."""
+    lines = ["## Losses", ""]
     if e.losses:
         # The training module names the total "loss" (torchvision's components are "loss_*").
         total = "loss" if any("loss" in v for v in e.losses.values()) else "total"
@@ -149,13 +182,17 @@ def report_markdown(evaluation: Evaluation, figures: list[str]) -> str:
             lines.append(f"| {split} | " + " | ".join(cells) + " |")
     else:
         lines.append("n/a (see the notes below).")
-    lines.append("")
+    return lines + [""]
 
+
+def _confusion_section(e: Evaluation) -> list[str]:
+    """The confusion matrix, background first."""
+    m = e.matching
     labels = ["background", *e.class_names]
-    lines += [
+    lines = [
         "## Confusion matrix",
         "",
-        f"Rows: true class; columns: predicted class (score ≥ {m.score_threshold:g}, {kind} IoU ≥ "
+        f"Rows: true class; columns: predicted class (score ≥ {m.score_threshold:g}, {_kind(e)} IoU ≥ "
         f"{m.iou_threshold:g}, matched regardless of class). The *background* row counts false alarms, "
         "the *background* column missed objects.",
         "",
@@ -165,17 +202,19 @@ def report_markdown(evaluation: Evaluation, figures: list[str]) -> str:
     for row, label in enumerate(labels):
         cells = ["–" if row == col == 0 else str(int(m.confusion[row, col])) for col in range(len(labels))]
         lines.append(f"| **{label}** | " + " | ".join(cells) + " |")
-    lines.append("")
+    return lines + [""]
 
-    if figures:
-        lines += ["## Figures", ""]
-        titles = {
-            "pr_segm": "Precision-recall, masks",
-            "pr_bbox": "Precision-recall, boxes",
-            "confusion": "Confusion matrix",
-        }
-        for name in sorted(figures, key=["pr_segm", "pr_bbox", "confusion"].index):
-            lines += [f"![{titles.get(name, name)}]({name}.png)", ""]
-    if e.notes:
-        lines += ["## Notes", ""] + [f"- {note}" for note in e.notes] + [""]
-    return "\n".join(lines)
+
+def _figures_section(figures: list[str]) -> list[str]:
+    """Links to the PNGs written beside the report; nothing when there are none."""
+    if not figures:
+        return []
+    lines = ["## Figures", ""]
+    titles = {
+        "pr_segm": "Precision-recall, masks",
+        "pr_bbox": "Precision-recall, boxes",
+        "confusion": "Confusion matrix",
+    }
+    for name in sorted(figures, key=["pr_segm", "pr_bbox", "confusion"].index):
+        lines += [f"![{titles.get(name, name)}]({name}.png)", ""]
+    return lines

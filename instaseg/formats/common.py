@@ -1,18 +1,20 @@
-"""Pieces every importer shares: finding image files, reading image headers, and turning raw geometry
-into validated :class:`~instaseg.core.Annotation` objects with safe repairs reported as warnings."""
+"""Pieces every importer shares: finding image files, reading image headers, turning raw geometry into
+validated :class:`~instaseg.core.Annotation` objects (safe repairs reported as warnings) and records."""
 
 from __future__ import annotations
 
 import math
 import os
+import posixpath
 import re
+from collections.abc import Iterable
 
 import numpy as np
 from PIL import Image
 from pycocotools import mask as coco_mask
 
 from .. import storage
-from ..core import Annotation
+from ..core import Annotation, Record
 from ..images import ImageError, ImageHeader, read_header
 from ..masks import mask_to_rle, polygons_to_rle, rle_for_pycocotools
 from ..problems import ProblemLog
@@ -321,3 +323,78 @@ def image_size(
         )
         return None
     return info.width, info.height, info.mode
+
+
+def json_files(source: str) -> tuple[str, list[str]]:
+    """``(root, files)`` of an existing annotation source: a folder (made absolute when local) and the
+    ``.json`` files under it, or a file's folder and ``[source]``."""
+    if storage.is_dir(source):
+        root = source if storage.is_url(source) else os.path.abspath(source)
+        return root, storage.list_files(root, (".json",))
+    return storage.parent(source), [source]
+
+
+def folder_resolver(resolvers: dict[str, ImageResolver], file: str, images: str | None) -> ImageResolver:
+    """The :class:`ImageResolver` for the annotation ``file``'s folder, made once per folder in
+    ``resolvers`` (a folder is listed once, however many annotation files it holds)."""
+    directory = storage.parent(file)
+    return resolvers.setdefault(directory, ImageResolver(directory, images))
+
+
+def relative_name(root: str, location: str) -> str:
+    """``location`` relative to the folder ``root``, with forward slashes (both local or both URLs)."""
+    if storage.is_url(root):
+        return posixpath.relpath(storage.filesystem(location)[1], storage.filesystem(root)[1])
+    return os.path.relpath(location, root).replace(os.sep, "/")
+
+
+def name_under_root(root: str, directory: str, name: str) -> str | None:
+    """``name``, as an annotation file in ``directory`` writes it, relative to ``root`` (forward slashes);
+    ``None`` when it leads outside ``root`` (``../x.jpg``, an absolute path)."""
+    joined = posixpath.normpath(posixpath.join(relative_name(root, directory), name.replace("\\", "/")))
+    return None if joined.startswith("../") or joined.startswith("/") else joined
+
+
+def find_image(resolver: ImageResolver, directory: str, name: str) -> str | None:
+    """The image ``name`` (as an annotation file writes it) via ``resolver``, else the path relative to
+    ``directory`` when that file exists outside the indexed folders (``../images/x.jpg``); else ``None``."""
+    location = resolver.resolve(name)
+    if location is not None or storage.is_url(name):
+        return location
+    candidate = storage.join(directory, name.replace("\\", "/"))
+    if storage.is_url(candidate):
+        scheme, rest = candidate.split("://", 1)
+        candidate = f"{scheme}://{posixpath.normpath(rest)}"
+    else:
+        candidate = os.path.normpath(candidate)
+    return candidate if storage.exists(candidate) and not storage.is_dir(candidate) else None
+
+
+def build_record(
+    log: ProblemLog,
+    *,
+    location: str | None,
+    file_name: str,
+    size: tuple[int, int, str | None],
+    objects: Iterable[dict],
+    file: str | None = None,
+    image: str | None = None,
+) -> Record:
+    """The :class:`Record` of the image at ``location`` of ``size`` ``(width, height, mode)`` (pixels).
+
+    ``objects`` gives each object's :func:`build_annotation` keywords: ``label``, ``annotation_id``, one
+    geometry, and ``file``/``image`` where they differ from the ones given here. Objects that
+    :func:`build_annotation` drops are left out. ``objects`` may be a generator that logs as it goes: it is
+    consumed in order, so the problems of one object stay together.
+    """
+    width, height, mode = size
+    annotations = []
+    for keywords in objects:
+        annotation = build_annotation(
+            log, height=height, width=width, **{"file": file, "image": image, **keywords}
+        )
+        if annotation is not None:
+            annotations.append(annotation)
+    return Record(
+        image=location, file_name=file_name, width=width, height=height, annotations=annotations, mode=mode
+    )

@@ -20,14 +20,22 @@ error for that file; a JSON file without a ``shapes`` list is skipped with a war
 
 from __future__ import annotations
 
-import os
 import posixpath
 
 from .. import storage
 from ..core import ClassMap, Record
 from ..problems import DatasetError, ProblemLog
-from .common import ImageResolver, build_annotation, image_size
-from .via import ellipse_to_polygon, find_image, relative_name
+from .common import (
+    ImageResolver,
+    build_record,
+    find_image,
+    folder_resolver,
+    image_size,
+    json_files,
+    name_under_root,
+    relative_name,
+)
+from .via import ellipse_to_polygon
 
 _AREA_TYPES = ("polygon", "rectangle", "circle")
 
@@ -45,14 +53,24 @@ def load_labelme(source: str, images: str | None, log: ProblemLog) -> tuple[Clas
         raise DatasetError(
             "labelme source not found; give a labelme JSON file or a folder of them", file=source
         )
-    if storage.is_dir(source):
-        root = source if storage.is_url(source) else os.path.abspath(source)
-        files = storage.list_files(root, (".json",))
-        if not files:
-            raise DatasetError("no .json file in the folder (labelme writes one JSON per image)", file=source)
-    else:
-        root, files = storage.parent(source), [source]
+    root, files = json_files(source)
+    if not files:
+        raise DatasetError("no .json file in the folder (labelme writes one JSON per image)", file=source)
+    documents = _read_documents(source, files, log)
+    grouped = [(file, data, _group_shapes(log, file, data)) for file, data in documents]
+    class_map = ClassMap(tuple(sorted({label for _, _, groups in grouped for label, _, _ in groups})))
+    resolvers: dict[str, ImageResolver] = {}
+    records = [
+        _document_to_record(
+            log, folder_resolver(resolvers, file, images), root, file, data, groups, class_map
+        )
+        for file, data, groups in grouped
+    ]
+    return class_map, [record for record in records if record is not None]
 
+
+def _read_documents(source: str, files: list[str], log: ProblemLog) -> list[tuple[str, dict]]:
+    """``[(file, parsed JSON)]`` of the labelme files; a single file's problem is raised, not logged."""
     single_file = files == [source]
     documents = []
     for file in files:
@@ -71,53 +89,45 @@ def load_labelme(source: str, images: str | None, log: ProblemLog) -> tuple[Clas
         documents.append((file, data))
     if not documents:
         raise DatasetError(f"none of the {len(files)} JSON file(s) is a readable labelme file", file=source)
+    return documents
 
-    grouped = [(file, data, _group_shapes(log, file, data)) for file, data in documents]
-    class_map = ClassMap(tuple(sorted({label for _, _, groups in grouped for label, _, _ in groups})))
-    resolvers: dict[str, ImageResolver] = {}
-    records = []
-    for file, data, groups in grouped:
-        directory = storage.parent(file)
-        resolver = resolvers.setdefault(directory, ImageResolver(directory, images))
-        found = _find_image(log, resolver, file, data)
-        if found is None:
-            continue
-        image_name, location = found
-        size = image_size(log, location, data.get("imageWidth"), data.get("imageHeight"), file, image_name)
-        if size is None:
-            if location is None:
-                log.error(
-                    "image file missing and no imageWidth/imageHeight declared; file skipped",
-                    file=file,
-                    image=image_name,
-                )
-            continue
-        width, height, mode = size
-        annotations = []
-        for label, annotation_id, geometry in groups:
-            annotation = build_annotation(
-                log,
-                label=class_map.label(label),
-                height=height,
-                width=width,
+
+def _document_to_record(
+    log: ProblemLog,
+    resolver: ImageResolver,
+    root: str,
+    file: str,
+    data: dict,
+    groups: list[tuple[str, int, dict]],
+    class_map: ClassMap,
+) -> Record | None:
+    """The record of one labelme file; ``None`` (logged) when its image cannot be identified or sized."""
+    found = _find_image(log, resolver, file, data)
+    if found is None:
+        return None
+    image_name, location = found
+    size = image_size(log, location, data.get("imageWidth"), data.get("imageHeight"), file, image_name)
+    if size is None:
+        if location is None:
+            log.error(
+                "image file missing and no imageWidth/imageHeight declared; file skipped",
                 file=file,
                 image=image_name,
-                annotation_id=annotation_id,
-                **geometry,
             )
-            if annotation is not None:
-                annotations.append(annotation)
-        records.append(
-            Record(
-                image=location,
-                file_name=_file_name(root, directory, image_name, location),
-                width=width,
-                height=height,
-                annotations=annotations,
-                mode=mode,
-            )
-        )
-    return class_map, records
+        return None
+    objects = (
+        {"label": class_map.label(label), "annotation_id": annotation_id, **geometry}
+        for label, annotation_id, geometry in groups
+    )
+    return build_record(
+        log,
+        location=location,
+        file_name=_file_name(root, storage.parent(file), image_name, location),
+        size=size,
+        objects=objects,
+        file=file,
+        image=image_name,
+    )
 
 
 def _find_image(log: ProblemLog, resolver: ImageResolver, file: str, data: dict):
@@ -222,8 +232,8 @@ def _circle_polygon(flat) -> list:
 
 def _file_name(root: str, directory: str, image_path: str, location: str | None) -> str:
     """The image path relative to the source root (forward slashes); the found file's name if it escapes."""
-    name = posixpath.normpath(posixpath.join(relative_name(root, directory), image_path.replace("\\", "/")))
-    if name.startswith("../") or name.startswith("/") or storage.is_url(image_path):
+    name = name_under_root(root, directory, image_path)
+    if name is None or storage.is_url(image_path):
         if location is not None and not relative_name(root, location).startswith("../"):
             return relative_name(root, location)
         return storage.basename(image_path)

@@ -13,11 +13,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from .. import storage
 from ..core import ClassMap, Record
 from ..problems import DatasetError, ProblemLog
-from .brush import brush_rle_to_mask
-from .common import ImageResolver, build_annotation, image_size, is_number
-
-# Result types that carry an object; every other type (choices, textarea, keypointlabels...) is ignored.
-SUPPORTED_TYPES = ("polygonlabels", "brushlabels", "rectanglelabels")
+from .common import ImageResolver, image_size, is_number
+from .labelstudio_results import SUPPORTED_TYPES, result_to_annotation
 
 # JSON_MIN keys that describe the annotation, not the task's data.
 _MIN_META_KEYS = {"id", "annotator", "annotation_id", "created_at", "updated_at", "lead_time", "agreement"}
@@ -283,7 +280,7 @@ def _task_to_record(
                 "image": image_name,
                 "annotation": f"task {task_id} region {result.get('id')}",
             }
-            built = _result_to_annotation(result, class_map, width, height, log, where)
+            built = result_to_annotation(result, class_map, width, height, log, where)
             if built is not None:
                 record.annotations.append(built)
     elif objects:
@@ -294,89 +291,6 @@ def _task_to_record(
             image=image_name,
         )
     return record
-
-
-def _result_to_annotation(
-    result: dict, class_map: ClassMap, width: int, height: int, log: ProblemLog, where: dict
-):
-    kind = str(result["type"]).lower()
-    value = result.get("value")
-    labels = value.get(kind) if isinstance(value, dict) else None
-    if not (isinstance(labels, list) and labels and isinstance(labels[0], str)):
-        log.error(f"{kind} region has no label (value.{kind} = {labels!r}); region dropped", **where)
-        return None
-    if len(labels) > 1:
-        log.warn(f"region has {len(labels)} labels {labels}; using the first, {labels[0]!r}", **where)
-    rotation = result.get("image_rotation") or 0
-    if rotation != 0:
-        log.error(
-            f"image_rotation = {rotation} (the image was rotated in the editor) is not supported; "
-            "region dropped: annotate the image unrotated or rotate the file itself",
-            **where,
-        )
-        return None
-    declared = (result.get("original_width"), result.get("original_height"))
-    if declared != (None, None) and declared != (width, height):  # pre-annotations may omit the size
-        log.error(
-            f"region declares original size {declared[0]}x{declared[1]} but the image is {width}x{height}; "
-            "region dropped",
-            **where,
-        )
-        return None
-    common = {
-        "label": class_map.label(labels[0]),
-        "height": height,
-        "width": width,
-        "file": where["file"],
-        "image": where["image"],
-        "annotation_id": where["annotation"],
-    }
-    if kind == "polygonlabels":
-        points = value.get("points")
-        if not isinstance(points, list) or not all(
-            isinstance(p, list | tuple) and len(p) == 2 for p in points
-        ):
-            log.error("polygon value.points must be a list of [x, y] pairs; region dropped", **where)
-            return None
-        flat = []
-        for x, y in points:  # percent -> pixels, as Label Studio's own converters do
-            flat += [_scale(x, width), _scale(y, height)]
-        return build_annotation(log, polygons=[flat], **common)
-    if kind == "brushlabels":
-        if value.get("format", "rle") != "rle" or "rle" not in value:
-            log.error(
-                f"brush value.format {value.get('format')!r} is not supported (expected 'rle' with "
-                "value.rle); region dropped",
-                **where,
-            )
-            return None
-        try:
-            mask = brush_rle_to_mask(value["rle"], height, width)
-        except ValueError as e:
-            log.error(f"{e}; region dropped", **where)
-            return None
-        return build_annotation(log, mask=mask, **common)
-    return build_annotation(log, box_xyxy=_rectangle_box(value, width, height, log, where), **common)
-
-
-def _scale(percent, size: int) -> float:
-    return percent / 100 * size if is_number(percent) else math.nan
-
-
-def _rectangle_box(value: dict, width: int, height: int, log: ProblemLog, where: dict) -> list[float] | None:
-    """xyxy pixels of a rectangle (percent ``x, y, width, height``; ``rotation`` in degrees about its corner)."""
-    x, y, w, h = (value.get(k) for k in ("x", "y", "width", "height"))
-    if not all(is_number(v) for v in (x, y, w, h)):
-        return None  # build_annotation reports it
-    x0, y0, bw, bh = _scale(x, width), _scale(y, height), _scale(w, width), _scale(h, height)
-    rotation = value.get("rotation") or 0
-    if not is_number(rotation) or rotation % 360 == 0:
-        return [x0, y0, x0 + bw, y0 + bh]
-    log.warn(f"rectangle rotated by {rotation} degrees; using its axis-aligned bounding box", **where)
-    c, s = math.cos(math.radians(rotation)), math.sin(math.radians(rotation))
-    xs = [x0 + dx * c - dy * s for dx, dy in ((0, 0), (bw, 0), (bw, bh), (0, bh))]
-    ys = [y0 + dx * s + dy * c for dx, dy in ((0, 0), (bw, 0), (bw, bh), (0, bh))]
-    return [min(xs), min(ys), max(xs), max(ys)]
 
 
 def _summarise(

@@ -39,8 +39,7 @@ from PIL import Image, UnidentifiedImageError
 from .. import storage
 from ..core import ClassMap, Record
 from ..problems import DatasetError, ProblemLog
-from .common import build_annotation, image_size
-from .via import relative_name
+from .common import build_record, image_size, relative_name
 
 DEFAULT_CLASS = "object"
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
@@ -151,30 +150,25 @@ def _load_per_instance(samples: dict, relative: dict[str, str], log: ProblemLog)
         size = image_size(log, location, None, None, None, name)
         if size is None:
             continue
-        width, height, mode = size
-        annotations = []
-        for mask_file in mask_files:
-            mask = _read_mask(log, mask_file, name)
-            if mask is None:
-                continue
-            annotation = build_annotation(
-                log,
-                label=1,
-                height=height,
-                width=width,
-                file=mask_file,
-                image=name,
-                annotation_id=_stem(mask_file),
-                mask=mask > 0,
-            )
-            if annotation is not None:
-                annotations.append(annotation)
         records.append(
-            Record(
-                image=location, file_name=name, width=width, height=height, annotations=annotations, mode=mode
+            build_record(
+                log,
+                location=location,
+                file_name=name,
+                size=size,
+                objects=_instance_masks(log, mask_files, name),
+                image=name,
             )
         )
     return records
+
+
+def _instance_masks(log: ProblemLog, mask_files: list[str], image: str):
+    """The :func:`~.common.build_record` objects of per-instance mask files (non-zero pixels = object)."""
+    for mask_file in mask_files:
+        mask = _read_mask(log, mask_file, image)
+        if mask is not None:
+            yield {"label": 1, "annotation_id": _stem(mask_file), "mask": mask > 0, "file": mask_file}
 
 
 def _pair_instance_id_masks(files: list[str], image_files: list[str], images_given: bool):
@@ -224,7 +218,7 @@ def _load_instance_ids(root: str, images: str | None, pairs, log: ProblemLog) ->
         size = image_size(log, location, None, None, None, name)
         if size is None:
             continue
-        width, height, mode = size
+        width, height, _ = size
         ids = _read_mask(log, mask_file, name)
         if ids is None:
             continue
@@ -235,23 +229,14 @@ def _load_instance_ids(root: str, images: str | None, pairs, log: ProblemLog) ->
                 image=name,
             )
             continue
-        annotations = []
-        for value in np.unique(ids[ids != 0]):  # instance ids, kept as they are (never binarised)
-            annotation = build_annotation(
-                log,
-                label=1,
-                height=height,
-                width=width,
-                file=mask_file,
-                image=name,
-                annotation_id=int(value),
-                mask=ids == value,
-            )
-            if annotation is not None:
-                annotations.append(annotation)
+        # Instance ids are kept as they are (never binarised); 0 is background.
+        objects = (
+            {"label": 1, "annotation_id": int(value), "mask": ids == value}
+            for value in np.unique(ids[ids != 0])
+        )
         records.append(
-            Record(
-                image=location, file_name=name, width=width, height=height, annotations=annotations, mode=mode
+            build_record(
+                log, location=location, file_name=name, size=size, objects=objects, file=mask_file, image=name
             )
         )
     return records

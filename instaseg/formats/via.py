@@ -25,18 +25,29 @@ its regions cannot be rasterised without the size, so it gets no record.
 from __future__ import annotations
 
 import math
-import os
-import posixpath
 
 import numpy as np
 
 from .. import storage
 from ..core import ClassMap, Record
 from ..problems import DatasetError, ProblemLog
-from .common import ImageResolver, build_annotation, image_size, is_number
+from .common import (
+    ImageResolver,
+    build_record,
+    find_image,
+    folder_resolver,
+    image_size,
+    is_number,
+    json_files,
+    name_under_root,
+    relative_name,
+)
 
 DEFAULT_CLASS = "object"
 _PREFERRED_CLASS_KEYS = ("class", "label", "name", "category", "type")
+
+# (file, image entry, [(region index, class name, shape attributes)]): one image entry with usable regions.
+_Entry = tuple[str, dict, list[tuple[int, str, dict]]]
 
 
 def ellipse_to_polygon(cx: float, cy: float, rx: float, ry: float, theta: float = 0.0) -> list[float]:
@@ -55,28 +66,6 @@ def ellipse_to_polygon(cx: float, cy: float, rx: float, ry: float, theta: float 
     return np.stack([xs, ys], axis=1).reshape(-1).tolist()
 
 
-def relative_name(root: str, location: str) -> str:
-    """``location`` relative to the folder ``root``, with forward slashes (both local or both URLs)."""
-    if storage.is_url(root):
-        return posixpath.relpath(storage.filesystem(location)[1], storage.filesystem(root)[1])
-    return os.path.relpath(location, root).replace(os.sep, "/")
-
-
-def find_image(resolver: ImageResolver, directory: str, name: str) -> str | None:
-    """The image ``name`` (as an annotation file writes it) via ``resolver``, else the path relative to
-    ``directory`` when that file exists outside the indexed folders (``../images/x.jpg``); else ``None``."""
-    location = resolver.resolve(name)
-    if location is not None or storage.is_url(name):
-        return location
-    candidate = storage.join(directory, name.replace("\\", "/"))
-    if storage.is_url(candidate):
-        scheme, rest = candidate.split("://", 1)
-        candidate = f"{scheme}://{posixpath.normpath(rest)}"
-    else:
-        candidate = os.path.normpath(candidate)
-    return candidate if storage.exists(candidate) and not storage.is_dir(candidate) else None
-
-
 def load_via(source: str, images: str | None, log: ProblemLog) -> tuple[ClassMap, list[Record]]:
     """Import a VIA JSON file, or every VIA JSON file under a folder (local path or fsspec URL).
 
@@ -88,105 +77,114 @@ def load_via(source: str, images: str | None, log: ProblemLog) -> tuple[ClassMap
     """
     if not storage.exists(source):
         raise DatasetError("VIA source not found; give a VIA JSON file or a folder holding one", file=source)
-    if storage.is_dir(source):
-        root = source if storage.is_url(source) else os.path.abspath(source)
-        files = storage.list_files(root, (".json",))
-        entries = []
-        for file in files:
-            try:
-                metadata = _read_metadata(file)
-            except DatasetError as e:
-                log.error(e.problem.message, file=file)
-                continue
-            entries += [(file, key, value) for key, value in metadata.items()]
-        if not entries:
-            raise DatasetError(
-                f"no readable VIA JSON file among the {len(files)} JSON file(s) in the folder", file=source
-            )
-    else:
-        root = storage.parent(source)
-        entries = [(source, key, value) for key, value in _read_metadata(source).items()]
-
+    root, files = json_files(source)
+    entries = _read_entries(source, files, log)
     class_key = _choose_class_key(value for _, _, value in entries)
-    parsed = []  # (file, image entry, [(region id, class name, shape attributes)])
-    for file, key, value in entries:
-        if not isinstance(value, dict) or not isinstance(value.get("filename"), str) or not value["filename"]:
-            log.error("image entry has no 'filename'; skipped", file=file, image=str(key))
-            continue
-        if "regions" not in value:
-            log.error("image entry has no 'regions'; skipped", file=file, image=value["filename"])
-            continue
-        regions = value["regions"] or []
-        if isinstance(regions, dict):  # VIA 1.x: {"0": region, "1": region}
-            regions = [regions[k] for k in sorted(regions, key=_region_order)]
-        elif not isinstance(regions, list):
-            log.error(
-                f"'regions' must be a list or an object, got {type(regions).__name__}; image skipped",
-                file=file,
-                image=value["filename"],
-            )
-            continue
-        kept = []
-        for index, region in enumerate(regions):
-            where = {"file": file, "image": value["filename"], "annotation": index}
-            shape = region.get("shape_attributes") if isinstance(region, dict) else None
-            if not isinstance(shape, dict):
-                log.error("region has no 'shape_attributes' object; dropped", **where)
-                continue
-            name = _class_of(region.get("region_attributes"), class_key)
-            if name is None:
-                log.error(
-                    f"region has no class in its '{class_key}' attribute (other regions use it); "
-                    "set one in VIA or remove the region; dropped",
-                    **where,
-                )
-                continue
-            kept.append((index, name, shape))
-        parsed.append((file, value, kept))
-
+    parsed = [_parse_entry(log, file, key, value, class_key) for file, key, value in entries]
+    parsed = [entry for entry in parsed if entry is not None]
     class_map = ClassMap(tuple(sorted({name for _, _, kept in parsed for _, name, _ in kept})))
     resolvers: dict[str, ImageResolver] = {}
-    records = []
-    for file, value, regions in parsed:
-        directory = storage.parent(file)
-        resolver = resolvers.setdefault(directory, ImageResolver(directory, images))
-        filename = value["filename"]
-        location = find_image(resolver, directory, filename)
-        if location is None:
-            log.error(
-                f"image file not found (looked next to the JSON file{' and in ' + images if images else ''}); "
-                f"VIA stores no image size, so its {len(regions)} region(s) are not used",
-                file=file,
-                image=filename,
-            )
+    records = [
+        _entry_to_record(log, folder_resolver(resolvers, entry[0], images), root, images, entry, class_map)
+        for entry in parsed
+    ]
+    return class_map, [record for record in records if record is not None]
+
+
+def _read_entries(source: str, files: list[str], log: ProblemLog) -> list[tuple[str, str, object]]:
+    """``[(file, key, image entry)]`` of every readable VIA file; a single file's problem is raised."""
+    entries = []
+    for file in files:
+        try:
+            metadata = _read_metadata(file)
+        except DatasetError as e:
+            if files == [source]:
+                raise
+            log.error(e.problem.message, file=file)
             continue
-        size = image_size(log, location, None, None, file, filename)
-        if size is None:
-            continue
-        width, height, mode = size
-        annotations = []
-        for index, name, shape in regions:
-            annotation = _region_to_annotation(
-                log,
-                shape,
-                class_map.label(name),
-                height,
-                width,
-                {"file": file, "image": filename, "annotation_id": index},
-            )
-            if annotation is not None:
-                annotations.append(annotation)
-        records.append(
-            Record(
-                image=location,
-                file_name=_file_name(root, directory, filename, location),
-                width=width,
-                height=height,
-                annotations=annotations,
-                mode=mode,
-            )
+        entries += [(file, key, value) for key, value in metadata.items()]
+    if not entries:
+        raise DatasetError(
+            f"no readable VIA JSON file among the {len(files)} JSON file(s) in the folder", file=source
         )
-    return class_map, records
+    return entries
+
+
+def _parse_entry(log: ProblemLog, file: str, key: str, value, class_key: str | None) -> _Entry | None:
+    """The entry's usable regions with their class names; ``None`` (logged) when the entry is malformed."""
+    if not isinstance(value, dict) or not isinstance(value.get("filename"), str) or not value["filename"]:
+        log.error("image entry has no 'filename'; skipped", file=file, image=str(key))
+        return None
+    if "regions" not in value:
+        log.error("image entry has no 'regions'; skipped", file=file, image=value["filename"])
+        return None
+    regions = value["regions"] or []
+    if isinstance(regions, dict):  # VIA 1.x: {"0": region, "1": region}
+        regions = [regions[k] for k in sorted(regions, key=_region_order)]
+    elif not isinstance(regions, list):
+        log.error(
+            f"'regions' must be a list or an object, got {type(regions).__name__}; image skipped",
+            file=file,
+            image=value["filename"],
+        )
+        return None
+    kept = []
+    for index, region in enumerate(regions):
+        where = {"file": file, "image": value["filename"], "annotation": index}
+        shape = region.get("shape_attributes") if isinstance(region, dict) else None
+        if not isinstance(shape, dict):
+            log.error("region has no 'shape_attributes' object; dropped", **where)
+            continue
+        name = _class_of(region.get("region_attributes"), class_key)
+        if name is None:
+            log.error(
+                f"region has no class in its '{class_key}' attribute (other regions use it); "
+                "set one in VIA or remove the region; dropped",
+                **where,
+            )
+            continue
+        kept.append((index, name, shape))
+    return file, value, kept
+
+
+def _entry_to_record(
+    log: ProblemLog,
+    resolver: ImageResolver,
+    root: str,
+    images: str | None,
+    entry: _Entry,
+    class_map: ClassMap,
+) -> Record | None:
+    """The record of one parsed entry; ``None`` (logged) when its image is missing or unusable."""
+    file, value, regions = entry
+    directory = storage.parent(file)
+    filename = value["filename"]
+    location = find_image(resolver, directory, filename)
+    if location is None:
+        log.error(
+            f"image file not found (looked next to the JSON file{' and in ' + images if images else ''}); "
+            f"VIA stores no image size, so its {len(regions)} region(s) are not used",
+            file=file,
+            image=filename,
+        )
+        return None
+    size = image_size(log, location, None, None, file, filename)
+    if size is None:
+        return None
+    where = {"file": file, "image": filename}
+    objects = (
+        {"label": class_map.label(name), "annotation_id": index, **geometry}
+        for index, name, shape in regions
+        if (geometry := _region_geometry(log, shape, {**where, "annotation": index})) is not None
+    )
+    return build_record(
+        log,
+        location=location,
+        file_name=_file_name(root, directory, filename, location),
+        size=size,
+        objects=objects,
+        **where,
+    )
 
 
 def _read_metadata(file: str) -> dict:
@@ -249,39 +247,35 @@ def _class_of(attributes, class_key: str | None) -> str | None:
     return _string_value(attributes.get(class_key)) if isinstance(attributes, dict) else None
 
 
-def _region_to_annotation(log: ProblemLog, shape: dict, label: int, height: int, width: int, where: dict):
+def _region_geometry(log: ProblemLog, shape: dict, where: dict) -> dict | None:
+    """The :func:`~.common.build_annotation` geometry of a region's ``shape_attributes`` (pixels):
+    ``polygons`` or ``box_xyxy``; ``None`` (logged) when the shape is malformed or not an area."""
     kind = shape.get("name")
-    common = {"label": label, "height": height, "width": width, **where}
-    message_where = {"file": where["file"], "image": where["image"], "annotation": where["annotation_id"]}
     if kind == "polygon":
         xs, ys = shape.get("all_points_x"), shape.get("all_points_y")
         if not isinstance(xs, list) or not isinstance(ys, list) or len(xs) != len(ys):
             log.error(
-                "polygon needs lists 'all_points_x' and 'all_points_y' of equal length; dropped",
-                **message_where,
+                "polygon needs lists 'all_points_x' and 'all_points_y' of equal length; dropped", **where
             )
             return None
-        return build_annotation(log, polygons=[[v for xy in zip(xs, ys, strict=True) for v in xy]], **common)
+        return {"polygons": [[v for xy in zip(xs, ys, strict=True) for v in xy]]}
     if kind == "rect":
         values = [shape.get(k) for k in ("x", "y", "width", "height")]
         if not all(is_number(v) for v in values):
-            log.error("rect needs numbers 'x', 'y', 'width', 'height'; dropped", **message_where)
+            log.error("rect needs numbers 'x', 'y', 'width', 'height'; dropped", **where)
             return None
         x, y, w, h = values
-        return build_annotation(log, box_xyxy=(x, y, x + w, y + h), **common)
+        return {"box_xyxy": (x, y, x + w, y + h)}
     if kind in ("circle", "ellipse"):
         keys = ("cx", "cy", "r", "r") if kind == "circle" else ("cx", "cy", "rx", "ry")
         values = [shape.get(k) for k in keys]
         theta = shape.get("theta", 0.0) if kind == "ellipse" else 0.0
         if not all(is_number(v) for v in values) or not is_number(theta) or min(values[2:]) <= 0:
-            log.error(
-                f"{kind} needs numbers {', '.join(dict.fromkeys(keys))} (radii > 0); dropped", **message_where
-            )
+            log.error(f"{kind} needs numbers {', '.join(dict.fromkeys(keys))} (radii > 0); dropped", **where)
             return None
-        return build_annotation(log, polygons=[ellipse_to_polygon(*values, theta)], **common)
+        return {"polygons": [ellipse_to_polygon(*values, theta)]}
     log.warn(
-        f"shape {kind!r} is not used (only polygon, rect, circle and ellipse are); region ignored",
-        **message_where,
+        f"shape {kind!r} is not used (only polygon, rect, circle and ellipse are); region ignored", **where
     )
     return None
 
@@ -290,7 +284,5 @@ def _file_name(root: str, directory: str, filename: str, location: str) -> str:
     """The record's export name: the VIA filename relative to the source root, else the found file's."""
     if storage.is_url(filename):
         return storage.basename(filename)
-    name = posixpath.normpath(posixpath.join(relative_name(root, directory), filename.replace("\\", "/")))
-    if name.startswith("../") or name.startswith("/"):
-        name = relative_name(root, location)
+    name = name_under_root(root, directory, filename) or relative_name(root, location)
     return name if not name.startswith("../") else storage.basename(location)
