@@ -111,6 +111,9 @@ class SpecialFileError(OSError):
     """A FIFO, device or socket where a file was expected: refused before it is opened (reading one can
     block forever or never end)."""
 
+    def __str__(self) -> str:  # the reason alone: messages name the file themselves
+        return self.strerror or super().__str__()
+
 
 def filesystem(location: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """The fsspec filesystem of a location and the path inside it (http(s) with :data:`HTTP_TIMEOUT`)."""
@@ -188,13 +191,21 @@ def read_json(location: str) -> Any:
 
 def parse_json(data: bytes, name: str) -> Any:
     """``json.loads`` of UTF-8 bytes (a BOM allowed) with a message for malformed, non-UTF-8 or too deeply
-    nested input (``ValueError``)."""
+    nested input or a number of thousands of digits (``ValueError``; ``json.JSONDecodeError`` for
+    malformed JSON)."""
     try:
         return json.loads(data.decode("utf-8-sig"))
     except RecursionError:
         raise ValueError(f"{name}: JSON nested too deeply to read (a malformed or hostile file)") from None
     except UnicodeDecodeError as e:
         raise ValueError(f"{name}: not UTF-8 text ({e.reason} at byte {e.start}); not a JSON file") from None
+    except ValueError as e:
+        if "integer string conversion" not in str(e):  # json.JSONDecodeError: the caller words it
+            raise
+        # Python refuses to parse integers of over 4,300 digits (sys.get_int_max_str_digits()).
+        raise ValueError(
+            f"{name}: a number has more than 4,300 digits (a malformed or hostile file)"
+        ) from None
 
 
 def write_bytes(location: str, data: bytes) -> None:

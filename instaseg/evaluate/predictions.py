@@ -7,8 +7,11 @@ pycocotools/detectron2/mmdetection, referring to the *canonical COCO* of the dat
 - ``image_id``: ``Record.image_id``, 1-based in the order the importer lists the images; ``file_name``
   (the record's file name, or just its base name when unique) may be given instead;
 - ``category_id``: the label 1..K of the dataset's class map (class names in dataset order);
-- ``bbox``: ``[x, y, w, h]`` pixels; ``segmentation``: COCO RLE (compressed or not) or polygons, at the
-  image's size. A prediction with a mask and no box gets the mask's box.
+- ``bbox``: ``[x, y, w, h]`` pixels, corners within the image enlarged by its size on every side;
+  ``segmentation``: COCO RLE (compressed or not; counts non-negative and covering the image exactly) or
+  polygons (clipped to the image, outlines within
+  :data:`~instaseg.formats.limits.MAX_OUTLINE_PIXELS`), at the image's size. A prediction with a mask and
+  no box gets the mask's box. File names match in Unicode NFC.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as coco_mask
 
-from .. import storage
+from ..formats.geometry import checked_counts, polygons_rle
+from ..formats.image_files import nfc
+from ..formats.limits import read_json_file, shown
 from ..masks import rle_for_pycocotools
 from ..problems import DatasetError
 
@@ -29,11 +34,18 @@ _EXAMPLES = 5  # how many offending entries an error message quotes
 def read_predictions(location: str) -> Any:
     """The parsed JSON of a predictions file (local path or URL); ``DatasetError`` when unreadable."""
     try:
-        return storage.read_json(location)
-    except FileNotFoundError:
-        raise DatasetError("predictions file not found", file=location) from None
-    except (OSError, ValueError) as e:
-        raise DatasetError(f"cannot read the predictions file as JSON: {e}", file=location) from None
+        return read_json_file(location)
+    except DatasetError as e:
+        message = e.problem.message
+        if message == "file not found":
+            raise DatasetError("predictions file not found", file=location) from None
+        if message.startswith("not a regular file"):
+            raise DatasetError(
+                "the predictions file is not a regular file (a FIFO, device or socket); refused: give the "
+                "JSON file that predict (or another tool) wrote",
+                file=location,
+            ) from None
+        raise DatasetError(f"cannot read the predictions file as JSON: {message}", file=location) from None
 
 
 def check_predictions(
@@ -61,7 +73,12 @@ def check_predictions(
     _check_is_results_list(items, source)
     images = {img["id"]: img for img in gt["images"]}
     categories = {c["id"]: c["name"] for c in gt["categories"]}
-    results, bad, other_split = _normalise_all(items, images, _names(gt["images"]), categories, selected)
+    try:
+        results, bad, other_split = _normalise_all(items, images, _names(gt["images"]), categories, selected)
+    except RecursionError:  # a value nested just below the parser's limit, too deep to print
+        raise DatasetError(
+            "a value is nested too deeply to read (a malformed or hostile file)", file=source
+        ) from None
     if bad["image"]:
         raise DatasetError(
             f"{len(bad['image'])} predictions refer to images the dataset does not have "
@@ -119,12 +136,12 @@ def _normalise_all(
         image_id = _image_id(item, by_name)
         if image_id not in images:
             bad["image"].append(
-                f"entry {index}: image_id={item.get('image_id')!r}"
-                + (f" file_name={item['file_name']!r}" if "file_name" in item else "")
+                f"entry {index}: image_id={shown(item.get('image_id'))}"
+                + (f" file_name={shown(item['file_name'])}" if "file_name" in item else "")
             )
             continue
-        if item.get("category_id") not in categories:
-            bad["class"].append(f"entry {index}: category_id={item.get('category_id')!r}")
+        if _category_id(item) not in categories:
+            bad["class"].append(f"entry {index}: category_id={shown(item.get('category_id'))}")
             continue
         if selected is not None and image_id not in selected:
             other_split += 1
@@ -160,10 +177,11 @@ def _names(images: list[dict]) -> dict[str, int]:
     """file_name and (when unique) base name -> image id."""
     by_name: dict[str, int | None] = {}
     for img in images:
-        by_name[img["file_name"]] = img["id"]
+        by_name[nfc(img["file_name"])] = img["id"]
     for img in images:
-        base = img["file_name"].rsplit("/", 1)[-1]
-        if base != img["file_name"]:
+        name = nfc(img["file_name"])
+        base = name.rsplit("/", 1)[-1]
+        if base != name:
             by_name[base] = None if base in by_name else img["id"]
     return {k: v for k, v in by_name.items() if v is not None}
 
@@ -176,9 +194,17 @@ def _image_id(item: dict, by_name: dict[str, int]) -> Any:
     """
     name = item.get("file_name")
     if isinstance(name, str):
-        name = name.replace("\\", "/")
+        name = nfc(name.replace("\\", "/"))
         return by_name.get(name, by_name.get(name.rsplit("/", 1)[-1]))
     value = item.get("image_id")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _category_id(item: dict) -> int | None:
+    """A prediction's ``category_id`` as an integer (``3.0`` is 3), or ``None`` when it is not one."""
+    value = item.get("category_id")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
@@ -190,8 +216,8 @@ def _first(messages: list[str]) -> str:
 def _normalise(item: dict, image_id: int, image: dict) -> dict:
     score = item.get("score")
     if not _finite(score):
-        raise ValueError(f"score must be a number, got {score!r}")
-    out = {"image_id": image_id, "category_id": item["category_id"], "score": float(score)}
+        raise ValueError(f"score must be a number, got {shown(score)}")
+    out = {"image_id": image_id, "category_id": _category_id(item), "score": float(score)}
     height, width = image["height"], image["width"]
     segmentation = item.get("segmentation")
     if segmentation is not None and segmentation != []:
@@ -200,34 +226,46 @@ def _normalise(item: dict, image_id: int, image: dict) -> dict:
     if bbox is None and "segmentation" in out:
         bbox = [float(v) for v in coco_mask.toBbox(rle_for_pycocotools(out["segmentation"]))]
     if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(_finite(v) for v in bbox)):
-        raise ValueError(f"bbox must be [x, y, w, h] numbers, got {bbox!r}")
+        raise ValueError(f"bbox must be [x, y, w, h] numbers, got {shown(bbox)}")
     if bbox[2] < 0 or bbox[3] < 0:
-        raise ValueError(f"bbox width and height must be >= 0, got {bbox!r}")
+        raise ValueError(f"bbox width and height must be >= 0, got {shown(bbox)}")
+    x0, y0, x1, y1 = float(bbox[0]), float(bbox[1]), float(bbox[0]) + bbox[2], float(bbox[1]) + bbox[3]
+    if min(x0, x1) < -width or max(x0, x1) > 2 * width or min(y0, y1) < -height or max(y0, y1) > 2 * height:
+        raise ValueError(
+            f"bbox {shown(bbox)} lies far outside the {width}x{height} image (corners must be within the image "
+            "enlarged by its size on every side)"
+        )
     out["bbox"] = [float(v) for v in bbox]
     return out
 
 
 def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, (int, float, np.number)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
 
 
 def _to_rle(segmentation: Any, height: int, width: int) -> dict:
     """Compressed RLE (``counts`` str) of a COCO segmentation at ``height`` x ``width``."""
     if isinstance(segmentation, dict):
         size = segmentation.get("size")
-        if list(size or []) != [height, width]:
-            raise ValueError(f"mask size {size} differs from the image size [{height}, {width}] (H, W)")
+        if not isinstance(size, list | tuple) or list(size) != [height, width]:
+            raise ValueError(
+                f"mask size {shown(size)} differs from the image size [{height}, {width}] (H, W)"
+            )
         counts = segmentation.get("counts")
-        if isinstance(counts, list):
-            rle = coco_mask.frPyObjects(segmentation, height, width)
-        elif isinstance(counts, (str, bytes)):
-            rle = rle_for_pycocotools(segmentation)
-        else:
+        if not isinstance(counts, list | str | bytes):
             raise ValueError("RLE 'counts' must be a string or a list of integers")
+        runs = checked_counts(counts, height, width)  # ValueError: negative, overrunning, malformed
+        if isinstance(counts, list):
+            rle = coco_mask.frPyObjects({"size": [height, width], "counts": runs.tolist()}, height, width)
+        else:
+            rle = rle_for_pycocotools({"size": [height, width], "counts": counts})
     elif isinstance(segmentation, list) and all(isinstance(p, list) and len(p) >= 6 for p in segmentation):
-        rle = coco_mask.merge(
-            coco_mask.frPyObjects([[float(v) for v in p] for p in segmentation], height, width)
-        )
+        rle = polygons_rle(segmentation, height, width)
     else:
         raise ValueError("segmentation must be COCO RLE {size, counts} or polygons [[x1, y1, x2, y2, ...]]")
     counts = rle["counts"]

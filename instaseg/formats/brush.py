@@ -46,7 +46,9 @@ def brush_rle_to_mask(rle: list[int], height: int, width: int, threshold: int = 
         )
     try:
         flat = ls_brush.decode_rle(bytes(rle))
-    except (ValueError, IndexError) as e:  # a truncated bit stream ends in int('', 2) or an index error
+    # A truncated bit stream ends in int('', 2) or an index error; a word size over 8 bits in a value
+    # that does not fit a byte (OverflowError).
+    except (ValueError, IndexError, OverflowError) as e:
         raise ValueError(f"brush RLE cannot be decoded (truncated or corrupt): {e}") from None
     if len(flat) != expected:
         raise ValueError(f"brush RLE decoded to {len(flat)} values, expected {expected} (4*{height}*{width})")

@@ -3,7 +3,7 @@
 :func:`load_coco` reads a COCO JSON file, a folder holding one, or a Label Studio export ``.zip`` and
 returns a :class:`~instaseg.core.ClassMap` (categories sorted by id, mapped once to labels 1..K) and one
 :class:`~instaseg.core.Record` per listed image. Geometry goes through
-:func:`~instaseg.formats.common.build_annotation`, so polygons (several per object), compressed and
+:func:`~instaseg.formats.geometry.build_annotation`, so polygons (several per object), compressed and
 uncompressed RLE, crowd regions and box-only objects are validated and repaired like in every importer.
 
 Problems with single items (an annotation on an unknown image, a NaN coordinate...) are logged and the
@@ -12,17 +12,24 @@ item skipped; a file that cannot be a COCO dataset at all raises :class:`~instas
 
 from __future__ import annotations
 
-import io
-import json
 import posixpath
-import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
 from .. import storage
 from ..core import ClassMap, Record
 from ..problems import DatasetError, ProblemLog
-from .common import ImageResolver, build_annotation, image_size, is_number, strip_upload_prefix
+from .geometry import build_annotation, is_number
+from .image_files import ImageResolver, image_size, nfc, strip_upload_prefix
+from .limits import (
+    member_problem,
+    open_zip,
+    parse_json_bytes,
+    read_json_file,
+    read_member,
+    require_regular_file,
+    shown,
+)
 
 # File names tried, in order, inside a folder or a zip; otherwise its only *.json file is used.
 ANNOTATION_FILE_NAMES = ("result.json", "result_coco.json", "annotations.json")
@@ -30,7 +37,9 @@ ANNOTATION_FILE_NAMES = ("result.json", "result_coco.json", "annotations.json")
 _REQUIRED_KEYS = ("images", "annotations", "categories")
 
 
-def load_coco(source: str, images: str | None, log: ProblemLog) -> tuple[ClassMap, list[Record]]:
+def load_coco(
+    source: str, images: str | None, log: ProblemLog, allow_outside_paths: bool = False
+) -> tuple[ClassMap, list[Record]]:
     """Import a COCO dataset.
 
     Args:
@@ -39,6 +48,8 @@ def load_coco(source: str, images: str | None, log: ProblemLog) -> tuple[ClassMa
         images: folder of the images when the paths in the file do not lead to them; images are then
             matched by file name (with or without Label Studio's 8-hex upload prefix).
         log: receives warnings (repairs, missing images) and errors (items dropped).
+        allow_outside_paths: read images whose ``file_name`` leads outside the JSON's folder and
+            ``images`` (else such an image is refused with an error and kept as missing).
 
     Returns:
         The class map and one record per listed image, in file order, ``image_id`` 1..N. A record's
@@ -47,13 +58,14 @@ def load_coco(source: str, images: str | None, log: ProblemLog) -> tuple[ClassMa
     Raises:
         DatasetError: the source is missing, not JSON, not a COCO object, or its categories are unusable.
     """
-    coco, json_location, locate = _open_source(source, images)
+    coco, json_location, locate = _open_source(source, images, allow_outside_paths, log)
     return coco_to_records(coco, json_location, locate, log)
 
 
 @dataclass
 class _ZipImages:
-    """Finds image files inside a zip export: by path relative to the JSON, then by (unprefixed) basename."""
+    """Finds image files inside a zip export: by path relative to the JSON, then by (unprefixed) basename;
+    else through ``fallback`` (the ``--images`` folder, or the zip's folder)."""
 
     archive: str
     json_dir: str
@@ -62,29 +74,35 @@ class _ZipImages:
     _by_name: dict[str, str | None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for member in sorted(self.members):
-            for key in {posixpath.basename(member), strip_upload_prefix(posixpath.basename(member))}:
+        self.members = {nfc(m): m for m in self.members}
+        for key_member, member in sorted(self.members.items()):
+            for key in {posixpath.basename(key_member), strip_upload_prefix(posixpath.basename(key_member))}:
                 self._by_name[key] = None if self._by_name.get(key, member) != member else member
 
-    def resolve(self, name: str) -> str | None:
-        name = name.replace("\\", "/")
-        member = posixpath.normpath(posixpath.join(self.json_dir, name)).lstrip("/")
-        if member not in self.members:
+    def find(self, name: str) -> tuple[str | None, str | None]:
+        """``(location, refusal)`` as :meth:`ImageResolver.find` gives them."""
+        name = nfc(name.replace("\\", "/"))
+        member = self.members.get(posixpath.normpath(posixpath.join(self.json_dir, name)).lstrip("/"))
+        if member is None:
             base = posixpath.basename(name)
             member = self._by_name.get(base) or self._by_name.get(strip_upload_prefix(base))
         if member:
-            return f"zip://{member}::{self.archive}"
-        return self.fallback.resolve(name)
+            return f"zip://{member}::{self.archive}", None
+        return self.fallback.find(name)
 
 
-def _open_source(source: str, images: str | None) -> tuple[Any, str, Any]:
-    """Parse the COCO JSON of ``source``: ``(parsed object, its location for messages, image resolver)``."""
+def _open_source(
+    source: str, images: str | None, allow_outside: bool, log: ProblemLog
+) -> tuple[Any, str, Any]:
+    """Parse the COCO JSON of ``source``: ``(parsed object, its location for messages, image finder)``."""
     if not storage.exists(source):
         raise DatasetError("not found; check the path (or URL) of the annotation file or folder", file=source)
     if images is not None and not storage.is_dir(images):
         raise DatasetError("images folder not found", file=images)
+    require_regular_file(source)
     if source.lower().endswith(".zip") and not storage.is_dir(source):
-        return _open_zip(source, images)
+        return _open_zip(source, images, allow_outside, log)
+    root = source
     if storage.is_dir(source):
         names = {storage.basename(p): p for p in storage.list_files(source, (".json",), recursive=False)}
         location = next((names[n] for n in ANNOTATION_FILE_NAMES if n in names), None)
@@ -99,18 +117,18 @@ def _open_source(source: str, images: str | None) -> tuple[Any, str, Any]:
                 file=source,
             )
         source = location
-    coco = parse_json(storage.read_bytes(source), source)
-    return coco, source, ImageResolver(storage.parent(source), images)
+    else:
+        root = storage.parent(source)
+    coco = read_json_file(source)
+    return coco, source, ImageResolver(storage.parent(source), images, root=root, allow_outside=allow_outside)
 
 
-def _open_zip(source: str, images: str | None) -> tuple[Any, str, _ZipImages]:
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(storage.read_bytes(source)))
-    except zipfile.BadZipFile:
-        raise DatasetError("not a readable zip file (truncated download?)", file=source) from None
-    with archive:
-        names = [n for n in archive.namelist() if not n.endswith("/")]
-        jsons = [n for n in names if n.lower().endswith(".json")]
+def _open_zip(
+    source: str, images: str | None, allow_outside: bool, log: ProblemLog
+) -> tuple[Any, str, _ZipImages]:
+    with open_zip(source) as archive:
+        infos = [i for i in archive.infolist() if not i.is_dir()]
+        jsons = [i.filename for i in infos if i.filename.lower().endswith(".json")]
         member = next((n for n in ANNOTATION_FILE_NAMES if n in jsons), None)
         if member is None and len(jsons) == 1:
             member = jsons[0]
@@ -122,30 +140,24 @@ def _open_zip(source: str, images: str | None) -> tuple[Any, str, _ZipImages]:
                 file=source,
             )
         location = f"zip://{member}::{source}"
-        coco = parse_json(archive.read(member), location)
-    members = {n for n in names if n.lower().endswith(storage.IMAGE_SUFFIXES)}
-    fallback = ImageResolver(images or storage.parent(source), images)
+        coco = parse_json_bytes(read_member(archive, member, location), location)
+    members = set()
+    for info in infos:
+        if info.filename.lower().endswith(storage.IMAGE_SUFFIXES):
+            problem = member_problem(info, storage.MAX_JSON_BYTES)
+            if problem:
+                log.error(f"{problem}; the image is treated as missing", file=source, image=info.filename)
+            else:
+                members.add(info.filename)
+    folder = storage.parent(source)
+    fallback = ImageResolver(images or folder, images, root=folder, allow_outside=allow_outside)
     return coco, location, _ZipImages(source, posixpath.dirname(member), members, fallback)
-
-
-def parse_json(data: bytes, location: str) -> Any:
-    """Parse JSON bytes; ``DatasetError`` naming ``location`` when they are not (complete) JSON text."""
-    try:
-        return json.loads(data.decode("utf-8-sig"))
-    except UnicodeDecodeError:
-        raise DatasetError("not a text (UTF-8) JSON file", file=location) from None
-    except json.JSONDecodeError as e:
-        truncated = e.msg.startswith("Unterminated") or e.pos >= len(data.rstrip()) - 1
-        end = "; the file ends early: truncated download or copy?" if truncated else ""
-        raise DatasetError(
-            f"not valid JSON: {e.msg} (line {e.lineno}, column {e.colno}){end}", file=location
-        ) from None
 
 
 def coco_to_records(coco: Any, file: str, locate: Any, log: ProblemLog) -> tuple[ClassMap, list[Record]]:
     """Turn a parsed COCO object into ``(class map, records)``; see :func:`load_coco`.
 
-    ``locate`` has ``resolve(file_name) -> location | None`` (an :class:`ImageResolver`).
+    ``locate`` has ``find(file_name) -> (location | None, refusal | None)`` (an :class:`ImageResolver`).
     """
     if not isinstance(coco, dict):
         raise DatasetError(
@@ -187,11 +199,17 @@ def _categories(categories: list, num_annotations: int, file: str) -> tuple[Clas
             )
         cid, name = category.get("id"), category.get("name")
         if not isinstance(cid, int) or isinstance(cid, bool):
-            raise DatasetError(f"category #{i} ({name!r}) needs an integer id, got {cid!r}", file=file)
+            raise DatasetError(
+                f"category #{i} ({shown(name)}) needs an integer id, got {shown(cid)}", file=file
+            )
         if not isinstance(name, str) or not name.strip():
-            raise DatasetError(f"category id {cid} needs a non-empty name, got {name!r}", file=file)
+            raise DatasetError(
+                f"category id {shown(cid)} needs a non-empty name, got {shown(name)}", file=file
+            )
         if cid in by_id:
-            raise DatasetError(f"category id {cid} is used twice ({by_id[cid]!r} and {name!r})", file=file)
+            raise DatasetError(
+                f"category id {shown(cid)} is used twice ({shown(by_id[cid])} and {shown(name)})", file=file
+            )
         by_id[cid] = name
     names = [by_id[cid] for cid in sorted(by_id)]
     repeated = sorted({n for n in names if names.count(n) > 1})
@@ -227,24 +245,26 @@ def _images(images: list, file: str, locate: Any, log: ProblemLog) -> tuple[list
             continue
         image_id, name = entry.get("id"), entry.get("file_name")
         if not _valid_id(image_id):
-            log.error(f"image entry #{i} has no valid id ({image_id!r}); skipped", file=file, image=name)
+            log.error(f"image entry #{i} has no valid id ({shown(image_id)}); skipped", file=file, image=name)
             continue
         if image_id in by_id:
             first = by_id[image_id]
             log.error(
-                f"image id {image_id!r} is listed twice (also for "
+                f"image id {shown(image_id)} is listed twice (also for "
                 f"{first.file_name if first else 'an invalid entry'}); this entry is skipped",
                 file=file,
                 image=name,
             )
             continue
         if not isinstance(name, str) or not name.strip():
-            log.error(f"image id {image_id!r} has no file_name; skipped", file=file)
+            log.error(f"image id {shown(image_id)} has no file_name; skipped", file=file)
             by_id[image_id] = None
             continue
-        location = locate.resolve(name)
+        location, refusal = locate.find(name)
+        if refusal:
+            log.error(f"{refusal}; kept as missing", file=file, image=name)
         size = image_size(log, location, entry.get("width"), entry.get("height"), file, name)
-        if location is None:
+        if location is None and not refusal:
             missing.append(clean_file_name(name))
         width, height, mode = size if size else (0, 0, None)
         record = Record(
@@ -278,11 +298,11 @@ def _annotations(annotations: list, by_id: dict, labels: dict[int, int], file: s
             continue
         ann_id = ann.get("id")
         if not _valid_id(ann_id):
-            log.warn(f"annotation #{i} has no valid id ({ann_id!r}); called #{i} in messages", file=file)
+            log.warn(f"annotation #{i} has no valid id ({shown(ann_id)}); called #{i} in messages", file=file)
             ann_id = f"#{i}"
         elif ann_id in seen:
             log.error(
-                f"annotation id {ann_id!r} is used twice; the later one is skipped",
+                f"annotation id {shown(ann_id)} is used twice; the later one is skipped",
                 file=file,
                 annotation=ann_id,
             )
@@ -290,7 +310,9 @@ def _annotations(annotations: list, by_id: dict, labels: dict[int, int], file: s
         seen.add(ann_id)
         image_id, category_id = ann.get("image_id"), ann.get("category_id")
         if not _valid_id(image_id) or image_id not in by_id:
-            log.error(f"annotation on unknown image id {image_id!r}; skipped", file=file, annotation=ann_id)
+            log.error(
+                f"annotation on unknown image id {shown(image_id)}; skipped", file=file, annotation=ann_id
+            )
             continue
         record = by_id[image_id]
         if record is None:
@@ -298,7 +320,7 @@ def _annotations(annotations: list, by_id: dict, labels: dict[int, int], file: s
             continue
         if not _valid_id(category_id) or category_id not in labels:
             log.error(
-                f"unknown category id {category_id!r} (known: {', '.join(map(str, labels)) or 'none'}); "
+                f"unknown category id {shown(category_id)} (known: {', '.join(map(str, labels)) or 'none'}); "
                 "skipped",
                 file=file,
                 image=record.file_name,
@@ -338,11 +360,13 @@ def _geometry(ann: dict, log: ProblemLog, file: str, image: str, ann_id: Any) ->
     where = {"file": file, "image": image, "annotation": ann_id}
     iscrowd = ann.get("iscrowd", 0)
     if iscrowd not in (0, 1) or isinstance(iscrowd, float):
-        log.error(f"iscrowd must be 0 or 1, got {iscrowd!r}; skipped", **where)
+        log.error(f"iscrowd must be 0 or 1, got {shown(iscrowd)}; skipped", **where)
         return None
     bbox = ann.get("bbox")
     if bbox is not None and not (isinstance(bbox, list) and len(bbox) == 4 and all(map(is_number, bbox))):
-        log.error(f"bbox must be [x, y, width, height] (4 finite numbers), got {bbox!r}; skipped", **where)
+        log.error(
+            f"bbox must be [x, y, width, height] (4 finite numbers), got {shown(bbox)}; skipped", **where
+        )
         return None
     segmentation = ann.get("segmentation")
     if segmentation is None or segmentation == [] or segmentation == [[]]:

@@ -6,14 +6,13 @@ files (a whole JSON file only when it is small).
 
 from __future__ import annotations
 
-import io
 import json
 import posixpath
-import zipfile
 from typing import Any
 
 from .. import storage
 from ..problems import DatasetError
+from .limits import member_problem, open_zip, read_member_start, require_regular_file
 
 # The formats detect_format can name, with what each looks like (for the error message).
 FORMATS: dict[str, str] = {
@@ -35,11 +34,12 @@ def detect_format(source: str) -> str:
     """The format of ``source`` (a file, folder or ``.zip``; local path or URL): one of :data:`FORMATS`.
 
     Raises:
-        DatasetError: ``source`` does not exist, or its format is not recognised (the message lists the
-            formats that can be read and suggests ``--format``).
+        DatasetError: ``source`` does not exist, is a FIFO or a device, or its format is not recognised
+            (the message lists the formats that can be read and suggests ``--format``).
     """
     if not storage.exists(source):
         raise DatasetError("not found; check the path (or URL) of the dataset", file=source)
+    require_regular_file(source)
     if storage.is_dir(source):
         found = _detect_folder(source)
     elif source.lower().endswith(".zip"):
@@ -62,14 +62,17 @@ def _require_json(data: bytes, source: str) -> None:
     if not data.strip():
         raise DatasetError("empty file (0 bytes of JSON)", file=source)
     try:
-        json.loads(data.decode("utf-8-sig"))
-    except UnicodeDecodeError:
-        raise DatasetError("not a JSON text file (not UTF-8)", file=source) from None
+        storage.parse_json(data, source)
     except json.JSONDecodeError as e:
         raise DatasetError(
             f"not valid JSON (truncated or damaged?): {e.msg} at line {e.lineno} column {e.colno}",
             file=source,
         ) from None
+    except ValueError as e:  # not UTF-8, nested too deeply
+        message = str(e).removeprefix(f"{source}: ")
+        if message.startswith("not UTF-8"):
+            message = f"not a JSON text file ({message.split(';')[0]})"
+        raise DatasetError(message, file=source) from None
 
 
 def _unknown(source: str) -> DatasetError:
@@ -82,6 +85,7 @@ def _unknown(source: str) -> DatasetError:
 
 
 def _read_prefix(location: str) -> bytes:
+    require_regular_file(location)
     with storage.open_file(location) as f:
         return f.read(_PEEK_BYTES)
 
@@ -120,8 +124,8 @@ def classify_json_prefix(data: bytes, complete: bool) -> str | None:
     """The format of a JSON file from its bytes: parsed when ``complete``, else guessed from key names."""
     if complete:
         try:
-            return classify_json(json.loads(data.decode("utf-8-sig")))
-        except (UnicodeDecodeError, json.JSONDecodeError):
+            return classify_json(storage.parse_json(data, "JSON"))
+        except ValueError:  # not JSON, not UTF-8, nested too deeply
             return None
     text = data.decode("utf-8-sig", errors="replace").lstrip()
     if text.startswith("["):
@@ -182,16 +186,14 @@ def _classify_file(location: str) -> str | None:
 
 
 def _detect_zip(source: str) -> str | None:
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(storage.read_bytes(source)))
-    except zipfile.BadZipFile:
-        raise DatasetError("not a readable zip file (truncated download?)", file=source) from None
-    with archive:
+    with open_zip(source) as archive:
         jsons = [n for n in archive.namelist() if n.lower().endswith(".json")]
         named = [n for n in jsons if posixpath.basename(n) in _COCO_NAMES] or jsons
         if len(named) != 1:
             return None
         info = archive.getinfo(named[0])
-        with archive.open(info) as f:
-            data = f.read(_PEEK_BYTES)
+        problem = member_problem(info, storage.MAX_JSON_BYTES)
+        if problem:
+            raise DatasetError(problem, file=source)
+        data = read_member_start(archive, named[0], source, _PEEK_BYTES)
         return classify_json_prefix(data, complete=info.file_size <= _PEEK_BYTES)

@@ -20,31 +20,35 @@ error for that file; a JSON file without a ``shapes`` list is skipped with a war
 
 from __future__ import annotations
 
+import math
 import posixpath
 
 from .. import storage
 from ..core import ClassMap, Record
 from ..problems import DatasetError, ProblemLog
-from .common import (
+from .geometry import build_record, is_number
+from .image_files import (
     ImageResolver,
-    build_record,
-    find_image,
     folder_resolver,
     image_size,
     json_files,
     name_under_root,
     relative_name,
 )
+from .limits import read_json_file, require_regular_file, shown
 from .via import ellipse_to_polygon
 
 _AREA_TYPES = ("polygon", "rectangle", "circle")
 
 
-def load_labelme(source: str, images: str | None, log: ProblemLog) -> tuple[ClassMap, list[Record]]:
+def load_labelme(
+    source: str, images: str | None, log: ProblemLog, allow_outside_paths: bool = False
+) -> tuple[ClassMap, list[Record]]:
     """Import a labelme JSON file or a folder of them (local path or fsspec URL).
 
     Returns the class map (sorted labels, 1..K) and one record per labelme file with an identifiable image,
-    sorted by JSON file name.
+    sorted by JSON file name. An ``imagePath`` leading outside the source folder and ``images`` (an
+    absolute path, ``../..``) is refused (error, record kept without image) unless ``allow_outside_paths``.
 
     Raises:
         DatasetError: the source is missing, or holds no readable labelme JSON file.
@@ -53,6 +57,7 @@ def load_labelme(source: str, images: str | None, log: ProblemLog) -> tuple[Clas
         raise DatasetError(
             "labelme source not found; give a labelme JSON file or a folder of them", file=source
         )
+    require_regular_file(source)
     root, files = json_files(source)
     if not files:
         raise DatasetError("no .json file in the folder (labelme writes one JSON per image)", file=source)
@@ -62,7 +67,13 @@ def load_labelme(source: str, images: str | None, log: ProblemLog) -> tuple[Clas
     resolvers: dict[str, ImageResolver] = {}
     records = [
         _document_to_record(
-            log, folder_resolver(resolvers, file, images), root, file, data, groups, class_map
+            log,
+            folder_resolver(resolvers, file, images, root, allow_outside_paths),
+            root,
+            file,
+            data,
+            groups,
+            class_map,
         )
         for file, data, groups in grouped
     ]
@@ -73,22 +84,28 @@ def _read_documents(source: str, files: list[str], log: ProblemLog) -> list[tupl
     """``[(file, parsed JSON)]`` of the labelme files; a single file's problem is raised, not logged."""
     single_file = files == [source]
     documents = []
+    reasons = []  # why files were skipped, for the error when none is left
     for file in files:
         try:
-            data = storage.read_json(file)
-        except (ValueError, UnicodeDecodeError) as e:
+            data = read_json_file(file)
+        except DatasetError as e:  # not JSON, too deep or large; unreadable, a FIFO
             if single_file:
-                raise DatasetError(f"not valid JSON: {e}", file=file) from None
-            log.error(f"not valid JSON ({e}); file skipped", file=file)
+                raise
+            log.error(f"{e.problem.message}; file skipped", file=file)
+            reasons.append(f"{storage.basename(file)}: {e.problem.message}")
             continue
         if not isinstance(data, dict) or not isinstance(data.get("shapes"), list):
             if single_file:
                 raise DatasetError("not a labelme file: no 'shapes' list", file=file)
             log.warn("not a labelme file (no 'shapes' list); skipped", file=file)
+            reasons.append(f"{storage.basename(file)}: no 'shapes' list")
             continue
         documents.append((file, data))
     if not documents:
-        raise DatasetError(f"none of the {len(files)} JSON file(s) is a readable labelme file", file=source)
+        raise DatasetError(
+            f"none of the {len(files)} JSON file(s) is a readable labelme file (first: {reasons[0]})",
+            file=source,
+        )
     return documents
 
 
@@ -110,7 +127,7 @@ def _document_to_record(
     if size is None:
         if location is None:
             log.error(
-                "image file missing and no imageWidth/imageHeight declared; file skipped",
+                "image file missing and no usable imageWidth/imageHeight declared; file skipped",
                 file=file,
                 image=image_name,
             )
@@ -145,8 +162,10 @@ def _find_image(log: ProblemLog, resolver: ImageResolver, file: str, data: dict)
                 return storage.basename(location), location
         log.error("no imagePath and no image with the JSON's name next to it; file skipped", file=file)
         return None
-    location = find_image(resolver, storage.parent(file), image_path)
-    if location is None:
+    location, refusal = resolver.find(image_path, storage.parent(file))
+    if refusal:
+        log.error(f"{refusal}; record kept without image", file=file, image=image_path)
+    elif location is None:
         embedded = (
             " (the JSON embeds it as imageData, which instaseg does not extract: save the image "
             "next to the JSON)"
@@ -190,6 +209,12 @@ def _group_shapes(log: ProblemLog, file: str, data: dict) -> list[tuple[str, int
             log.error(f"{kind} needs exactly 2 points, got {len(flat) // 2}; shape dropped", **where)
             continue
         group_id = shape.get("group_id")
+        if group_id is not None and (isinstance(group_id, bool) or not isinstance(group_id, int | str)):
+            log.warn(
+                f"group_id must be an integer (or a text) or null, got {shown(group_id)}; shape not grouped",
+                **where,
+            )
+            group_id = None
         key = (label.strip(), group_id) if group_id is not None else (label.strip(), None, index)
         groups.setdefault(key, []).append((index, kind, flat))
 
@@ -214,20 +239,18 @@ def _group_shapes(log: ProblemLog, file: str, data: dict) -> list[tuple[str, int
 
 def _rectangle_box(flat: list) -> tuple | list:
     """xyxy of a rectangle given by two opposite corners in any order (non-numbers pass through to fail)."""
-    try:
-        x0, y0, x1, y1 = (float(v) for v in flat)
-    except (TypeError, ValueError):
+    if not all(is_number(v) for v in flat):
         return flat
+    x0, y0, x1, y1 = (float(v) for v in flat)
     return (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
 
 
 def _circle_polygon(flat) -> list:
-    try:
-        cx, cy, px, py = (float(v) for v in flat)
-    except (TypeError, ValueError):
-        return flat  # non-numeric: build_annotation reports it
-    radius = ((px - cx) ** 2 + (py - cy) ** 2) ** 0.5
-    return ellipse_to_polygon(cx, cy, radius, radius) if radius > 0 else flat
+    if not all(is_number(v) for v in flat):
+        return flat  # non-numeric or infinite: build_annotation reports it
+    cx, cy, px, py = (float(v) for v in flat)
+    radius = math.hypot(px - cx, py - cy)  # inf, never OverflowError, for huge coordinates
+    return ellipse_to_polygon(cx, cy, radius, radius) if 0 < radius < math.inf else flat
 
 
 def _file_name(root: str, directory: str, image_path: str, location: str | None) -> str:

@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import math
 import posixpath
 from collections import Counter
 from datetime import datetime
-from urllib.parse import parse_qs, unquote, urlsplit
 
 from .. import storage
 from ..core import ClassMap, Record
 from ..problems import DatasetError, ProblemLog
-from .common import ImageResolver, image_size, is_number
+from .geometry import is_number
+from .image_files import ImageResolver, image_size
+from .labelstudio_images import (
+    find_task_image,
+    image_reference,  # noqa: F401  (imported from here by instaseg.app)
+    task_image_field,
+)
 from .labelstudio_results import SUPPORTED_TYPES, result_to_annotation
+from .limits import read_json_file, shown
 
 # JSON_MIN keys that describe the annotation, not the task's data.
 _MIN_META_KEYS = {"id", "annotator", "annotation_id", "created_at", "updated_at", "lead_time", "agreement"}
 
 
-def load_labelstudio_json(source: str, images: str | None, log: ProblemLog) -> tuple[ClassMap, list[Record]]:
+def load_labelstudio_json(
+    source: str, images: str | None, log: ProblemLog, allow_outside_paths: bool = False
+) -> tuple[ClassMap, list[Record]]:
     """Import a Label Studio JSON export (a list of tasks) or JSON_MIN export (a list of flat dicts).
 
     Objects: ``polygonlabels`` (``value.points`` in percent of ``original_width``/``original_height``,
@@ -33,11 +39,16 @@ def load_labelstudio_json(source: str, images: str | None, log: ProblemLog) -> t
     Which annotation of a task is used: cancelled (skipped) annotations are ignored; among the others the
     ``ground_truth`` ones win if there are any, then the latest by ``updated_at``, then ``created_at``,
     then ``id``. A task with no annotation at all becomes a record without objects (a negative image); a
-    task whose annotations were all cancelled was skipped by its annotator and is left out.
+    task whose annotations were all cancelled was skipped by its annotator and is left out. A task whose
+    ``annotations`` is not a list, or whose chosen annotation's ``result`` is not a list, is left out with
+    an error (never read as an image without objects).
 
     Images: ``data.image`` may be ``/data/upload/<project>/<8hex>-<name>``, ``/data/local-files/?d=<path>``,
     an http(s) or bucket URL or a plain path; it is looked up in ``images`` (or, when ``None``, the JSON's
     folder) by relative path, then by file name with or without Label Studio's 8-hex upload prefix.
+    A path leading outside that folder is read only with ``allow_outside_paths``; an http(s) URL that
+    is not Label Studio's own (``/data/...``) and matches no local file is fetched (with the storage
+    timeout), a failure being an error for that task.
     A missing file gives a record with ``image=None`` (one summary warning). The size is read from the file
     header and must equal the results' ``original_width``/``original_height``; a task whose image is
     unreadable or of another size is left out (error). Regions with ``image_rotation != 0`` are dropped
@@ -48,6 +59,7 @@ def load_labelstudio_json(source: str, images: str | None, log: ProblemLog) -> t
         images: the folder with the task images, or ``None``.
         log: receives warnings and errors (file, image = the task's image name, annotation =
             ``"task <id> region <result id>"``).
+        allow_outside_paths: read image paths that lead outside the JSON's folder and ``images``.
 
     Returns:
         The class map and one record per kept task, in file order.
@@ -56,28 +68,35 @@ def load_labelstudio_json(source: str, images: str | None, log: ProblemLog) -> t
         DatasetError: the file is missing, not JSON, not a list, or its tasks lack ``data``.
     """
     tasks = _read_tasks(source)
-    resolver = ImageResolver(storage.parent(source), images)
+    resolver = ImageResolver(storage.parent(source), images, allow_outside=allow_outside_paths)
     counts: Counter = Counter()
     ignored_types: Counter = Counter()
-    chosen = []  # (task, annotation or None)
+    chosen = []  # (task, results of its chosen annotation)
     for task in tasks:
-        annotation = _choose_annotation(task, counts)
-        if annotation is not False:
-            chosen.append((task, annotation))
+        annotation = _choose_annotation(task, counts, log, source)
+        results = _results(annotation, task, log, source) if isinstance(annotation, dict) else []
+        if annotation is not False and results is not None:
+            chosen.append((task, results))
     names = set()
-    for _, annotation in chosen:
-        for result in _results(annotation):
+    for _, results in chosen:
+        for result in results:
             kind = str(result.get("type", "")).lower()
             labels = result.get("value", {}).get(kind) if isinstance(result.get("value"), dict) else None
-            if kind in SUPPORTED_TYPES and isinstance(labels, list) and labels and isinstance(labels[0], str):
+            if (
+                kind in SUPPORTED_TYPES
+                and isinstance(labels, list)
+                and labels
+                and isinstance(labels[0], str)
+                and labels[0].strip()
+            ):
                 names.add(labels[0])
             elif kind not in SUPPORTED_TYPES:
                 ignored_types[kind or "<no type>"] += 1
     class_map = ClassMap(tuple(sorted(names)))
 
     records, missing = [], []
-    for task, annotation in chosen:
-        record = _task_to_record(task, annotation, class_map, resolver, source, log)
+    for task, results in chosen:
+        record = _task_to_record(task, results, class_map, resolver, source, log)
         if record is not None:
             records.append(record)
             if record.image is None:
@@ -88,13 +107,12 @@ def load_labelstudio_json(source: str, images: str | None, log: ProblemLog) -> t
 
 def _read_tasks(source: str) -> list[dict]:
     try:
-        data = storage.read_json(source)
-    except FileNotFoundError:
-        raise DatasetError("file not found", file=source) from None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise DatasetError(
-            f"not a JSON file ({e}); expected a Label Studio JSON export", file=source
-        ) from None
+        data = read_json_file(source)
+    except DatasetError as e:
+        message = e.problem.message
+        if message.startswith("not valid JSON") or message.startswith("not a text"):
+            message = f"not a JSON file ({message}); expected a Label Studio JSON export"
+        raise DatasetError(message, file=source) from None
     if not isinstance(data, list):
         raise DatasetError(
             f"a Label Studio JSON export is a list of tasks, this file holds a "
@@ -162,30 +180,23 @@ def _min_to_tasks(items: list[dict], source: str) -> list[dict]:
     return list(tasks.values())
 
 
-# Task data keys that commonly hold the image, in the order they are tried (``$image`` is the default).
-IMAGE_KEYS = ("image", "img", "photo", "picture", "url")
-
-
-def task_image_field(data) -> str | None:
-    """A task's image reference (``data`` of a Label Studio task): ``data["image"]`` (or another common
-    key), else the one string field that looks like an image path or URL; ``None`` when there is none."""
-    if not isinstance(data, dict):
-        return None
-    for key in IMAGE_KEYS:
-        if isinstance(data.get(key), str) and data[key]:
-            return data[key]
-    candidates = [
-        v
-        for v in data.values()
-        if isinstance(v, str) and (urlsplit(v).path.lower().endswith(storage.IMAGE_SUFFIXES) or "/data/" in v)
-    ]
-    return candidates[0] if len(candidates) == 1 else None
-
-
-def _choose_annotation(task: dict, counts: Counter):
-    """The annotation to use (see :func:`load_labelstudio_json`); ``None`` for none; ``False`` if skipped."""
+def _choose_annotation(task: dict, counts: Counter, log: ProblemLog, source: str):
+    """The annotation to use (see :func:`load_labelstudio_json`); ``None`` for none; ``False`` if the task
+    is left out (skipped by its annotator, or its annotations unreadable: logged)."""
     # "completions" is what Label Studio before 1.0 called annotations.
-    annotations = task.get("annotations") or task.get("completions") or []
+    key = "annotations" if task.get("annotations") is not None else "completions"
+    annotations = task.get(key) or []
+    where = {"file": source, "annotation": f"task {_short(task.get('id'))}"}
+    if not isinstance(annotations, list):
+        log.error(
+            f"'{key}' must be a list of annotations, got {type(annotations).__name__}; task left out", **where
+        )
+        return False
+    for index, annotation in enumerate(annotations):
+        if not isinstance(annotation, dict):
+            log.error(
+                f"{key}[{index}] is a {type(annotation).__name__}, not an annotation object; ignored", **where
+            )
     annotations = [a for a in annotations if isinstance(a, dict)]
     if task.get("drafts"):
         counts["drafts"] += 1
@@ -216,54 +227,53 @@ def _id_key(value) -> float:
     return float(value) if is_number(value) else -math.inf
 
 
-def _results(annotation) -> list[dict]:
-    results = annotation.get("result") if isinstance(annotation, dict) else None
-    return [r for r in results if isinstance(r, dict)] if isinstance(results, list) else []
+def _short(value) -> str:
+    return shown(value, 40, quote=False)
 
 
-def image_reference(value: str) -> tuple[str, bool]:
-    """Where Label Studio's ``data.image`` points: ``(path or name to look up, is_bucket_url)``.
-
-    ``/data/local-files/?d=images%2Fa.jpg`` -> ``images/a.jpg``; ``/data/upload/8/2f4821cd-a.jpg`` ->
-    ``2f4821cd-a.jpg``; ``https://host/x/a.jpg?sig=..`` -> ``a.jpg`` (never fetched); ``s3://b/a.jpg`` is
-    kept whole (it may be read directly); a plain path is returned unchanged.
-    """
-    parts = urlsplit(value)
-    query = parse_qs(parts.query)
-    if query.get("d"):
-        return query["d"][0], False
-    if query.get("fileuri"):  # /tasks/<id>/presign/?fileuri=<base64 of s3://...>
-        try:
-            return image_reference(base64.b64decode(query["fileuri"][0]).decode("utf-8"))
-        except (binascii.Error, UnicodeDecodeError):
-            pass
-    if query.get("filepath"):
-        return posixpath.basename(query["filepath"][0]), False
-    if len(parts.scheme) > 1 and parts.scheme not in ("http", "https", "file"):
-        return value, True
-    if len(parts.scheme) > 1 or "/data/upload/" in parts.path:  # "C:\\photos" has scheme "c": a path
-        return posixpath.basename(unquote(parts.path)), False
-    return value.replace("\\", "/"), False
+def _results(annotation: dict, task: dict, log: ProblemLog, source: str) -> list[dict] | None:
+    """The regions of a task's chosen annotation; ``None`` (logged) when its ``result`` is not a list."""
+    results = annotation.get("result")
+    where = {
+        "file": source,
+        "annotation": f"task {_short(task.get('id'))} annotation {_short(annotation.get('id'))}",
+    }
+    if results is None:
+        return []
+    if not isinstance(results, list):
+        log.error(
+            f"'result' must be a list of regions, got {type(results).__name__}; task left out (its objects "
+            "cannot be read)",
+            **where,
+        )
+        return None
+    for index, result in enumerate(results):
+        if not isinstance(result, dict):
+            log.error(f"result[{index}] is a {type(result).__name__}, not a region object; dropped", **where)
+    return [r for r in results if isinstance(r, dict)]
 
 
 def _task_to_record(
-    task: dict, annotation, class_map: ClassMap, resolver: ImageResolver, source: str, log: ProblemLog
+    task: dict,
+    results: list[dict],
+    class_map: ClassMap,
+    resolver: ImageResolver,
+    source: str,
+    log: ProblemLog,
 ) -> Record | None:
-    task_id = task.get("id")
+    task_id = _short(task.get("id"))
     raw = task_image_field(task["data"])
     if raw is None:
         log.error(
-            f"task {task_id} has no image field in 'data' (found keys: {', '.join(task['data'])})",
+            f"task {task_id} has no image field in 'data' (found keys: {_short(', '.join(task['data']))})",
             file=source,
             annotation=f"task {task_id}",
         )
         return None
-    reference, is_bucket = image_reference(raw)
+    reference, location, refusal = find_task_image(resolver, raw)
     image_name = posixpath.basename(reference)
-    location = resolver.resolve(image_name) if is_bucket else resolver.resolve(reference)
-    if location is None and is_bucket:
-        location = resolver.resolve(reference)
-    results = _results(annotation)
+    if refusal:
+        log.error(f"{refusal}; kept as missing", file=source, image=image_name, annotation=f"task {task_id}")
     objects = [r for r in results if str(r.get("type", "")).lower() in SUPPORTED_TYPES]
     declared = next(((r.get("original_width"), r.get("original_height")) for r in objects), (None, None))
     size = image_size(log, location, *declared, file=source, image=image_name)

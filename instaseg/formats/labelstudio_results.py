@@ -8,7 +8,8 @@ import math
 from ..core import Annotation, ClassMap
 from ..problems import ProblemLog
 from .brush import brush_rle_to_mask
-from .common import build_annotation, is_number
+from .geometry import build_annotation, is_number
+from .limits import shown
 
 # Result types that carry an object; every other type (choices, textarea, keypointlabels...) is ignored.
 SUPPORTED_TYPES = ("polygonlabels", "brushlabels", "rectanglelabels")
@@ -74,15 +75,17 @@ def _usable_label(
     editor, or declares an original size other than the image's ``width`` x ``height``."""
     value = result.get("value")
     labels = value.get(kind) if isinstance(value, dict) else None
-    if not (isinstance(labels, list) and labels and isinstance(labels[0], str)):
-        log.error(f"{kind} region has no label (value.{kind} = {labels!r}); region dropped", **where)
+    if not (isinstance(labels, list) and labels and isinstance(labels[0], str) and labels[0].strip()):
+        log.error(f"{kind} region has no label (value.{kind} = {shown(labels)}); region dropped", **where)
         return None
     if len(labels) > 1:
-        log.warn(f"region has {len(labels)} labels {labels}; using the first, {labels[0]!r}", **where)
+        log.warn(
+            f"region has {len(labels)} labels {shown(labels)}; using the first, {shown(labels[0])}", **where
+        )
     rotation = result.get("image_rotation") or 0
     if rotation != 0:
         log.error(
-            f"image_rotation = {rotation} (the image was rotated in the editor) is not supported; "
+            f"image_rotation = {shown(rotation)} (the image was rotated in the editor) is not supported; "
             "region dropped: annotate the image unrotated or rotate the file itself",
             **where,
         )
@@ -90,7 +93,7 @@ def _usable_label(
     declared = (result.get("original_width"), result.get("original_height"))
     if declared != (None, None) and declared != (width, height):  # pre-annotations may omit the size
         log.error(
-            f"region declares original size {declared[0]}x{declared[1]} but the image is {width}x{height}; "
+            f"region declares original size {shown(declared[0])}x{shown(declared[1])} but the image is {width}x{height}; "
             "region dropped",
             **where,
         )

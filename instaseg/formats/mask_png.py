@@ -4,15 +4,20 @@ Two layouts are recognised inside the source folder, with no option to set:
 
 - **Per-instance masks** (2018 Data Science Bowl): ``<sample>/images/<image>`` and ``<sample>/masks/*.png``
   in sample folders below the source (``stage1_train/<id>/...`` or ``<id>/...``). Each mask file is one
-  instance: every non-zero pixel belongs to it. If the source folder itself holds ``images/`` (one image)
+  instance: every non-zero pixel belongs to it. Such a mask must be binary (0 and one other value): a
+  mask with more values (a grayscale image, a 0..255 gradient, an instance-id mask) is an error for that
+  mask, never one object covering the image. If the source folder itself holds ``images/`` (one image)
   and ``masks/``, it is read as a single sample.
 - **Instance-id masks** (PennFudanPed): a folder of masks whose name contains ``mask`` (``PedMasks/``,
   ``masks/``) and a folder of images whose files pair with them by stem, a mask's stem may end in
   ``_mask`` (``PNGImages/X.png`` + ``PedMasks/X_mask.png``). ``images`` (the argument) names the images
   folder when it is elsewhere. Pixel value 0 is background and every other value 1..N is one instance
-  (values are never binarised). An all-zero mask gives an image with no objects.
+  (values are never binarised). An all-zero mask gives an image with no objects. A mask of more than 16
+  values in which nine in ten neighbouring pixels of different values differ by a small step (at most
+  twice the average gap between its values) is a gradient or a photo, not instance ids: an error.
 
-Masks are files ending in ``.png``, ``.tif``, ``.tiff`` or ``.bmp``; modes ``1``, ``L``, ``P``, ``I;16`` and
+Masks are files ending in ``.png``, ``.tif``, ``.tiff`` or ``.bmp``, of at most
+:data:`~instaseg.formats.limits.MAX_IMAGE_PIXELS` pixels; modes ``1``, ``L``, ``P``, ``I;16`` and
 ``I`` are read as they are. An ``RGB``/``RGBA`` mask whose three colour channels are equal (grayscale saved
 as colour) is read as its first channel; one with differing channels is an error for that mask (save masks
 as single-channel grayscale). An alpha channel is ignored.
@@ -39,15 +44,22 @@ from PIL import Image, UnidentifiedImageError
 from .. import storage
 from ..core import ClassMap, Record
 from ..problems import DatasetError, ProblemLog
-from .common import build_record, image_size, relative_name
+from .geometry import build_record
+from .image_files import image_size, nfc, relative_name
+from .limits import require_regular_file, size_problem
 
 DEFAULT_CLASS = "object"
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 _MASK_STEM = re.compile(r"[_-]mask$", re.IGNORECASE)
 
 
-def load_mask_png(source: str, images: str | None, log: ProblemLog) -> tuple[ClassMap, list[Record]]:
+def load_mask_png(
+    source: str, images: str | None, log: ProblemLog, allow_outside_paths: bool = False
+) -> tuple[ClassMap, list[Record]]:
     """Import a folder of mask images (local path or fsspec URL); see the module docstring for layouts.
+
+    Only files listed under ``source`` (and ``images``) are read, so ``allow_outside_paths`` (accepted
+    like every importer's) changes nothing.
 
     Returns a one-class map and one record per image that has masks, sorted by file name.
 
@@ -81,7 +93,13 @@ def _class_name(files: list[str], relative: dict[str, str]) -> str:
     classes = [f for f in files if relative[f].lower() == "classes.txt"]
     if not classes:
         return DEFAULT_CLASS
-    lines = storage.read_bytes(classes[0]).decode("utf-8-sig").splitlines()
+    require_regular_file(classes[0])
+    try:
+        lines = storage.read_bytes(classes[0]).decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        raise DatasetError(
+            "classes.txt is not UTF-8 text; write one class name in it", file=classes[0]
+        ) from None
     names = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
     if len(names) != 1:
         raise DatasetError(
@@ -118,7 +136,7 @@ def _is_one_sample(sample: dict[str, list[str]]) -> bool:
 
 
 def _stem(location: str) -> str:
-    return posixpath.splitext(storage.basename(location))[0]
+    return nfc(posixpath.splitext(storage.basename(location))[0])
 
 
 def _mask_key(location: str) -> str:
@@ -164,11 +182,41 @@ def _load_per_instance(samples: dict, relative: dict[str, str], log: ProblemLog)
 
 
 def _instance_masks(log: ProblemLog, mask_files: list[str], image: str):
-    """The :func:`~.common.build_record` objects of per-instance mask files (non-zero pixels = object)."""
+    """The :func:`~.geometry.build_record` objects of per-instance mask files (non-zero pixels = object)."""
     for mask_file in mask_files:
         mask = _read_mask(log, mask_file, image)
-        if mask is not None:
-            yield {"label": 1, "annotation_id": _stem(mask_file), "mask": mask > 0, "file": mask_file}
+        if mask is None:
+            continue
+        values = np.unique(mask)
+        if len(values) > 2:
+            log.error(
+                f"a per-instance mask must be binary (0 = background, one value for the object), this one "
+                f"has {len(values)} values ({_value_range(values)}): a grayscale image or an instance-id "
+                "mask? mask not used",
+                file=mask_file,
+                image=image,
+            )
+            continue
+        yield {"label": 1, "annotation_id": _stem(mask_file), "mask": mask > 0, "file": mask_file}
+
+
+def _value_range(values: np.ndarray) -> str:
+    return f"{values.min()}..{values.max()}"
+
+
+def _looks_like_a_ramp(ids: np.ndarray, values: np.ndarray) -> bool:
+    """Whether an instance-id mask is rather a grayscale image or a gradient: over 16 values, and nine in ten
+    neighbouring non-zero pixels of different values differ by a small step (at most twice the average gap
+    between the values present), where touching instances have ids differing by any amount."""
+    if len(values) <= 16:
+        return False
+    step = max(1.0, 2.0 * float(values[-1] - values[0]) / (len(values) - 1))
+    steps = []
+    for a, b in ((ids[:, 1:], ids[:, :-1]), (ids[1:, :], ids[:-1, :])):
+        both = (a != 0) & (b != 0) & (a != b)
+        steps.append(np.abs(a[both].astype(np.int64) - b[both].astype(np.int64)))
+    differences = np.concatenate(steps)
+    return differences.size > 0 and float((differences <= step).mean()) >= 0.9
 
 
 def _pair_instance_id_masks(files: list[str], image_files: list[str], images_given: bool):
@@ -230,10 +278,17 @@ def _load_instance_ids(root: str, images: str | None, pairs, log: ProblemLog) ->
             )
             continue
         # Instance ids are kept as they are (never binarised); 0 is background.
-        objects = (
-            {"label": 1, "annotation_id": int(value), "mask": ids == value}
-            for value in np.unique(ids[ids != 0])
-        )
+        values = np.unique(ids[ids != 0])
+        if _looks_like_a_ramp(ids, values):
+            log.error(
+                f"mask has {len(values)} values ({_value_range(values)}) that change in small steps between "
+                "neighbouring pixels: a grayscale image or gradient, not instance ids (0 = background, 1..N = "
+                "one object each); image skipped",
+                file=mask_file,
+                image=name,
+            )
+            continue
+        objects = ({"label": 1, "annotation_id": int(value), "mask": ids == value} for value in values)
         records.append(
             build_record(
                 log, location=location, file_name=name, size=size, objects=objects, file=mask_file, image=name
@@ -247,8 +302,15 @@ def _read_mask(log: ProblemLog, mask_file: str, image: str) -> np.ndarray | None
     try:
         with Image.open(io.BytesIO(storage.read_bytes(mask_file))) as img:
             mode = img.mode
+            problem = size_problem(*img.size)
+            if problem:
+                log.error(f"mask {problem}; not used", file=mask_file, image=image)
+                return None
             values = np.asarray(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except Image.DecompressionBombError:
+        log.error("mask is far too large (PIL refuses it as a decompression bomb); not used", file=mask_file)
+        return None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, MemoryError) as e:
         log.error(f"mask file unreadable ({e}); not used", file=mask_file, image=image)
         return None
     if values.ndim == 3:

@@ -31,17 +31,16 @@ import numpy as np
 from .. import storage
 from ..core import ClassMap, Record
 from ..problems import DatasetError, ProblemLog
-from .common import (
+from .geometry import build_record, is_number
+from .image_files import (
     ImageResolver,
-    build_record,
-    find_image,
     folder_resolver,
     image_size,
-    is_number,
     json_files,
     name_under_root,
     relative_name,
 )
+from .limits import read_json_file, require_regular_file
 
 DEFAULT_CLASS = "object"
 _PREFERRED_CLASS_KEYS = ("class", "label", "name", "category", "type")
@@ -57,19 +56,24 @@ def ellipse_to_polygon(cx: float, cy: float, rx: float, ry: float, theta: float 
     the polygon loses under 0.1 px of radius (a 0.5 px tolerance loses 10% of the area of a 6 px circle).
     """
     radius = max(abs(rx), abs(ry))
-    count = 8 if radius <= 0.1 else math.ceil(math.pi / math.acos(1.0 - 0.1 / radius))
-    count = min(max(count, 8), 720)
+    step = math.acos(1.0 - 0.1 / radius) if radius > 0.1 else math.pi / 8  # 0 for radii past 1e15
+    count = min(max(math.ceil(math.pi / step), 8), 720) if step > 0 else 720
     t = np.linspace(0.0, 2.0 * math.pi, count, endpoint=False)
     cos_theta, sin_theta = math.cos(theta), math.sin(theta)
-    xs = cx + rx * np.cos(t) * cos_theta - ry * np.sin(t) * sin_theta
-    ys = cy + rx * np.cos(t) * sin_theta + ry * np.sin(t) * cos_theta
+    with np.errstate(over="ignore", invalid="ignore"):  # radii near 1e308: inf/NaN, refused by the caller
+        xs = cx + rx * np.cos(t) * cos_theta - ry * np.sin(t) * sin_theta
+        ys = cy + rx * np.cos(t) * sin_theta + ry * np.sin(t) * cos_theta
     return np.stack([xs, ys], axis=1).reshape(-1).tolist()
 
 
-def load_via(source: str, images: str | None, log: ProblemLog) -> tuple[ClassMap, list[Record]]:
+def load_via(
+    source: str, images: str | None, log: ProblemLog, allow_outside_paths: bool = False
+) -> tuple[ClassMap, list[Record]]:
     """Import a VIA JSON file, or every VIA JSON file under a folder (local path or fsspec URL).
 
     Images are looked up relative to each JSON file, then in ``images`` (by relative path, then by name).
+    A ``filename`` leading outside the source folder and ``images`` (an absolute path, ``../..``) is refused
+    (error) unless ``allow_outside_paths``.
     Returns the class map (sorted names, labels 1..K) and one record per image found, in file order.
 
     Raises:
@@ -77,6 +81,7 @@ def load_via(source: str, images: str | None, log: ProblemLog) -> tuple[ClassMap
     """
     if not storage.exists(source):
         raise DatasetError("VIA source not found; give a VIA JSON file or a folder holding one", file=source)
+    require_regular_file(source)
     root, files = json_files(source)
     entries = _read_entries(source, files, log)
     class_key = _choose_class_key(value for _, _, value in entries)
@@ -85,7 +90,13 @@ def load_via(source: str, images: str | None, log: ProblemLog) -> tuple[ClassMap
     class_map = ClassMap(tuple(sorted({name for _, _, kept in parsed for _, name, _ in kept})))
     resolvers: dict[str, ImageResolver] = {}
     records = [
-        _entry_to_record(log, folder_resolver(resolvers, entry[0], images), root, images, entry, class_map)
+        _entry_to_record(
+            log,
+            folder_resolver(resolvers, entry[0], images, root, allow_outside_paths),
+            images,
+            entry,
+            class_map,
+        )
         for entry in parsed
     ]
     return class_map, [record for record in records if record is not None]
@@ -94,6 +105,7 @@ def load_via(source: str, images: str | None, log: ProblemLog) -> tuple[ClassMap
 def _read_entries(source: str, files: list[str], log: ProblemLog) -> list[tuple[str, str, object]]:
     """``[(file, key, image entry)]`` of every readable VIA file; a single file's problem is raised."""
     entries = []
+    reasons = []  # why files were skipped, for the error when none is left
     for file in files:
         try:
             metadata = _read_metadata(file)
@@ -101,11 +113,13 @@ def _read_entries(source: str, files: list[str], log: ProblemLog) -> list[tuple[
             if files == [source]:
                 raise
             log.error(e.problem.message, file=file)
+            reasons.append(f"{storage.basename(file)}: {e.problem.message}")
             continue
         entries += [(file, key, value) for key, value in metadata.items()]
     if not entries:
+        first = f" (first: {reasons[0]})" if reasons else ""
         raise DatasetError(
-            f"no readable VIA JSON file among the {len(files)} JSON file(s) in the folder", file=source
+            f"no readable VIA JSON file among the {len(files)} JSON file(s) in the folder{first}", file=source
         )
     return entries
 
@@ -150,16 +164,18 @@ def _parse_entry(log: ProblemLog, file: str, key: str, value, class_key: str | N
 def _entry_to_record(
     log: ProblemLog,
     resolver: ImageResolver,
-    root: str,
     images: str | None,
     entry: _Entry,
     class_map: ClassMap,
 ) -> Record | None:
-    """The record of one parsed entry; ``None`` (logged) when its image is missing or unusable."""
+    """The record of one parsed entry; ``None`` (logged) when its image is missing, refused or unusable."""
     file, value, regions = entry
     directory = storage.parent(file)
     filename = value["filename"]
-    location = find_image(resolver, directory, filename)
+    location, refusal = resolver.find(filename, directory)
+    if refusal:
+        log.error(f"{refusal}; its {len(regions)} region(s) are not used", file=file, image=filename)
+        return None
     if location is None:
         log.error(
             f"image file not found (looked next to the JSON file{' and in ' + images if images else ''}); "
@@ -180,7 +196,7 @@ def _entry_to_record(
     return build_record(
         log,
         location=location,
-        file_name=_file_name(root, directory, filename, location),
+        file_name=_file_name(resolver.root, directory, filename, location),
         size=size,
         objects=objects,
         **where,
@@ -190,11 +206,9 @@ def _entry_to_record(
 def _read_metadata(file: str) -> dict:
     """The ``{key: image entry}`` dict of a VIA 1.x/2.x file; ``DatasetError`` when it is not one."""
     try:
-        data = storage.read_json(file)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise DatasetError(f"not valid JSON (truncated or not a VIA file?): {e}", file=file) from None
-    except OSError as e:
-        raise DatasetError(f"cannot read the file: {e}", file=file) from None
+        data = read_json_file(file)
+    except DatasetError as e:
+        raise DatasetError(f"{e.problem.message} (truncated, or not a VIA file?)", file=file) from None
     if isinstance(data, dict) and "_via_img_metadata" in data:  # VIA 2.x project file
         data = data["_via_img_metadata"]
     elif isinstance(data, dict) and {"project", "file", "metadata"} <= set(data):
@@ -248,7 +262,7 @@ def _class_of(attributes, class_key: str | None) -> str | None:
 
 
 def _region_geometry(log: ProblemLog, shape: dict, where: dict) -> dict | None:
-    """The :func:`~.common.build_annotation` geometry of a region's ``shape_attributes`` (pixels):
+    """The :func:`~.geometry.build_annotation` geometry of a region's ``shape_attributes`` (pixels):
     ``polygons`` or ``box_xyxy``; ``None`` (logged) when the shape is malformed or not an area."""
     kind = shape.get("name")
     if kind == "polygon":

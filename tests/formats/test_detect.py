@@ -125,4 +125,4 @@ def test_detect_does_not_import_importers():
         "print(sorted(m for m in sys.modules if m.startswith('instaseg.formats.')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "['instaseg.formats.detect']"
+    assert out.strip() == "['instaseg.formats.detect', 'instaseg.formats.limits']"
