@@ -2,14 +2,23 @@
 
 Routes (Label Studio's ML backend protocol):
 
-- ``GET /health`` -> ``{"status": "UP", "model_class": ..., "model_version": ...}``;
+- ``GET /health`` -> ``{"status": "UP", "model_class": ..., "model_version": ..., "classes": [...]}``, with
+  ``"training"`` (the loop's state, running round and its process id, last round) when training;
 - ``POST /setup`` ``{project, schema, hostname, access_token, model_version}`` -> ``{"model_version"}``:
   remembers the project's server and token (used to fetch its task images);
 - ``POST /predict`` ``{tasks, project, label_config}`` -> ``{"results": [{result, score, model_version}]}``,
   one prediction per task, regions as polygons in percent or brush RLE
-  (:func:`instaseg.formats.labelstudio_export.instances_to_label_studio_regions`);
-- ``POST /webhook`` ``{action, ...}`` -> ``{"status": "ok"}``: annotation events are counted (training
-  from them is not implemented; retrain with ``instaseg pull-label-studio`` + ``instaseg train``).
+  (:func:`instaseg.formats.labelstudio_export.instances_to_label_studio_regions`); ``score`` is
+  ``1 - uncertainty`` (:mod:`instaseg.app.uncertainty`), so sorting Label Studio's *Prediction score*
+  ascending shows the images the model is least sure about first (once a model version is selected for
+  prelabeling: the column is empty while the backend itself is);
+- ``POST /webhook`` ``{action, project, ...}`` -> ``{"status": "ok", "training": what happens}``: with a
+  training loop (:mod:`instaseg.app.training_loop`, ``--train-on-annotations``), annotation events and
+  ``START_TRAINING`` lead to training rounds in the background; without one they are only counted.
+  ``POST /train`` (Label Studio's older *Start training* call) is taken as ``START_TRAINING``.
+
+The served model is swapped atomically after a promotion: each request reads the model once when it
+starts and finishes on it, so requests in flight end on the old model and the next ones use the new one.
 
 Bad requests get a 4xx JSON ``{"error": message}``: 400 malformed JSON, 422 a request or label config
 this backend cannot use, 424 a task image that cannot be fetched or decoded, 401 without the basic-auth
@@ -25,15 +34,20 @@ import json
 import logging
 import threading
 from collections import Counter
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from ..formats.labelstudio_export import instances_to_label_studio_regions, label_studio_prediction
 from .ls_client import LabelStudioClient, LabelStudioError
-from .ls_protocol import LabelConfigError, parse_label_config
+from .ls_protocol import LabelConfigError, LabelTarget, parse_label_config
 from .service import InputError, ModelService, decode_upload
+from .uncertainty import predict_with_uncertainty, prediction_score
 
 logger = logging.getLogger("instaseg.ls_backend")
 MAX_TASKS_PER_REQUEST = 100
@@ -73,6 +87,152 @@ def _check_basic_auth(request: Request, credentials: tuple[str, str] | None) -> 
         raise RequestProblem(401, "basic authentication required: configure the ML backend's user/password")
 
 
+class Backend:
+    """The state behind the routes: the served model (swapped atomically), the projects' servers, the
+    webhook counts and the training loop.
+
+    Args:
+        service: the loaded model.
+        label_studio_url, token: the server and API token used to fetch task images (and exports) when
+            ``/setup`` did not provide them (``hostname`` / ``access_token``).
+        max_pixels: task images over this many pixels are refused (424).
+        timeout: seconds per image download.
+        flip: measure the uncertainty with the mirror image too (twice the prediction time).
+    """
+
+    def __init__(
+        self,
+        service: ModelService,
+        label_studio_url: str | None = None,
+        token: str | None = None,
+        max_pixels: int = 50_000_000,
+        timeout: float = 30.0,
+        flip: bool = True,
+    ):
+        self._service = service
+        self.label_studio_url, self.token = label_studio_url, token
+        self.max_pixels, self.timeout, self.flip = max_pixels, timeout, flip
+        self.projects: dict[str, dict] = {}  # "<id>.<timestamp>" -> {"hostname", "access_token"}
+        self.events: Counter = Counter()
+        self.loop = None  # a TrainingLoop when training on annotations
+        self._lock = threading.Lock()
+
+    @property
+    def service(self) -> ModelService:
+        """The model served now; read it once per request and use that one throughout."""
+        return self._service
+
+    def swap(self, service: ModelService) -> None:
+        """Serve ``service`` from the next request on (requests in flight finish on the old one)."""
+        with self._lock:
+            self._service = service
+
+    def client_for(self, project) -> LabelStudioClient | None:
+        """A client of the server of ``project`` (``"<id>.<timestamp>"``, an id, or ``None``)."""
+        known = {}
+        if project is not None:
+            with self._lock:
+                known = self.projects.get(str(project)) or next(
+                    (v for k, v in self.projects.items() if k.split(".")[0] == str(project)), {}
+                )
+        url = known.get("hostname") or self.label_studio_url
+        token = known.get("access_token") or self.token
+        return LabelStudioClient(url, token, timeout=self.timeout) if url else None
+
+    def health(self) -> dict:
+        service = self.service
+        answer = {
+            "status": "UP",
+            "model_class": "instaseg",
+            "model_version": service.version,
+            "classes": list(service.class_map.names),
+        }
+        if self.loop is not None:
+            answer["training"] = self.loop.status()
+        return answer
+
+    def setup(self, body: dict) -> dict:
+        service = self.service
+        schema = body.get("schema")
+        if schema is not None:
+            try:
+                parse_label_config(schema).label_for(service.class_map)
+            except LabelConfigError as e:
+                raise RequestProblem(422, str(e)) from None
+        project = str(body.get("project", ""))
+        with self._lock:
+            if project not in self.projects and len(self.projects) >= MAX_KNOWN_PROJECTS:
+                self.projects.pop(next(iter(self.projects)))
+            self.projects[project] = {
+                "hostname": body.get("hostname") or None,
+                "access_token": body.get("access_token") or None,
+            }
+        return {"model_version": service.version}
+
+    def check_predict_request(self, body: dict, service: ModelService) -> LabelTarget:
+        tasks = body.get("tasks")
+        if not isinstance(tasks, list):
+            raise RequestProblem(422, "'tasks' must be a list of Label Studio tasks")
+        if len(tasks) > MAX_TASKS_PER_REQUEST:
+            raise RequestProblem(422, f"{len(tasks)} tasks in one request; at most {MAX_TASKS_PER_REQUEST}")
+        try:
+            target = parse_label_config(body.get("label_config", ""))
+            target.label_for(service.class_map)
+        except LabelConfigError as e:
+            raise RequestProblem(422, str(e)) from None
+        return target
+
+    def task_image(self, task: dict, target: LabelTarget, client: LabelStudioClient | None):
+        """The RGB image of a task, fetched from its server; ``RequestProblem`` 422/424 when it cannot be."""
+        if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
+            raise RequestProblem(422, "each task must be an object with a 'data' object")
+        location = task["data"].get(target.data_key)
+        where = f"task {task.get('id', '?')}"
+        if not isinstance(location, str) or not location:
+            raise RequestProblem(
+                422, f"{where}: data has no {target.data_key!r} image URL (keys: {list(task['data'])})"
+            )
+        if client is None and not urlsplit(location).scheme:
+            raise RequestProblem(
+                422,
+                f"{where}: no Label Studio URL to fetch {location!r} from: /setup sent no hostname; "
+                "start the backend with --label-studio-url",
+            )
+        try:
+            if client is None:
+                client = LabelStudioClient(location, None, timeout=self.timeout)  # a public http(s) image
+            data = client.download(location)
+        except LabelStudioError as e:
+            raise RequestProblem(424, f"{where}: cannot fetch the image: {e}") from None
+        try:
+            return decode_upload(data, f"{where} image {location}", self.max_pixels)
+        except InputError as e:
+            raise RequestProblem(424, str(e)) from None
+
+    def predict_task(self, service: ModelService, task: dict, target: LabelTarget, client) -> dict:
+        """One task's prediction by ``service``: regions, ``score`` = 1 - uncertainty, model_version."""
+        image = self.task_image(task, target, client)
+        instances, uncertainty = predict_with_uncertainty(service.predict, image, flip=self.flip)
+        names = target.label_for(service.class_map)
+        regions = instances_to_label_studio_regions(
+            instances, names, target.kind, target.from_name, target.to_name
+        )
+        return label_studio_prediction(regions, service.version, prediction_score(uncertainty))
+
+    def webhook(self, body: dict) -> dict:
+        action = body.get("action")
+        if not isinstance(action, str):
+            raise RequestProblem(422, "a webhook event needs an 'action' string (ANNOTATION_CREATED, ...)")
+        with self._lock:
+            self.events[action] += 1
+            received = self.events[action]
+        if self.loop is None:
+            training = "not run: start the backend with --train-on-annotations --project-dir DIR"
+        else:
+            training = self.loop.on_event(action, body.get("project"))
+        return {"status": "ok", "action": action, "received": received, "training": training}
+
+
 def create_backend(
     service: ModelService,
     label_studio_url: str | None = None,
@@ -80,22 +240,64 @@ def create_backend(
     basic_auth: tuple[str, str] | None = None,
     max_pixels: int = 50_000_000,
     timeout: float = 30.0,
+    flip: bool = True,
+    training=None,
+    load_model: Callable[[Path], ModelService] | None = None,
 ) -> FastAPI:
     """The FastAPI application of the backend.
 
     Args:
         service: the loaded model.
-        label_studio_url, token: the server and API token used to fetch task images when ``/setup`` did
-            not provide them (``hostname`` / ``access_token``).
+        label_studio_url, token: the server and API token used when ``/setup`` did not provide them.
         basic_auth: ``(user, password)`` required on every route, or ``None``.
         max_pixels: task images over this many pixels are refused (424).
         timeout: seconds per image download.
+        flip: uncertainty from the image and its mirror (else from the scores alone).
+        training: :class:`~instaseg.app.training_loop.LoopSettings` to train on annotations, or ``None``.
+        load_model: checkpoint path -> a loaded :class:`ModelService` (needed with ``training``).
     """
-    app = FastAPI(title="instaseg Label Studio ML backend", docs_url=None, redoc_url=None, openapi_url=None)
-    projects: dict[str, dict] = {}  # "<id>.<timestamp>" -> {"hostname", "access_token"}
-    events: Counter = Counter()
-    lock = threading.Lock()
+    backend = Backend(service, label_studio_url, token, max_pixels, timeout, flip)
+    if training is not None:
+        backend.loop = _training_loop(backend, training, load_model)
 
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if backend.loop is not None:
+            backend.loop.start()
+        yield
+        if backend.loop is not None:
+            await run_in_threadpool(backend.loop.stop)
+
+    app = FastAPI(
+        title="instaseg Label Studio ML backend",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
+    )
+    app.state.backend = backend
+    _add_error_handling(app, basic_auth)
+    _add_routes(app, backend)
+    return app
+
+
+def _training_loop(backend: Backend, settings, load_model):
+    from .rounds import ServedModel
+    from .training_loop import TrainingLoop
+
+    if load_model is None:
+        raise ValueError("training on annotations needs load_model (checkpoint -> ModelService)")
+
+    def promote(checkpoint: Path, version: str) -> None:
+        service = load_model(checkpoint)  # loaded before the swap: requests never wait for it
+        service.version = version
+        backend.swap(service)
+
+    served = ServedModel(backend.service.path, backend.service.version)
+    return TrainingLoop(settings, served, backend.client_for, promote)
+
+
+def _add_error_handling(app: FastAPI, basic_auth: tuple[str, str] | None) -> None:
     @app.exception_handler(RequestProblem)
     async def _problem(request: Request, exc: RequestProblem) -> JSONResponse:
         headers = {"WWW-Authenticate": 'Basic realm="instaseg"'} if exc.status == 401 else None
@@ -116,105 +318,35 @@ def create_backend(
             return await _problem(request, e)
         return await call_next(request)
 
-    def client_for(project: str | None) -> LabelStudioClient | None:
-        known = projects.get(str(project), {}) if project is not None else {}
-        url = known.get("hostname") or label_studio_url
-        return LabelStudioClient(url, known.get("access_token") or token, timeout=timeout) if url else None
 
-    def predict_task(task: dict, target, client: LabelStudioClient | None) -> dict:
-        if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
-            raise RequestProblem(422, "each task must be an object with a 'data' object")
-        location = task["data"].get(target.data_key)
-        where = f"task {task.get('id', '?')}"
-        if not isinstance(location, str) or not location:
-            raise RequestProblem(
-                422, f"{where}: data has no {target.data_key!r} image URL (keys: {list(task['data'])})"
-            )
-        if client is None and not urlsplit(location).scheme:
-            raise RequestProblem(
-                422,
-                f"{where}: no Label Studio URL to fetch {location!r} from: /setup sent no hostname; "
-                "start the backend with --label-studio-url",
-            )
-        try:
-            if client is None:
-                client = LabelStudioClient(location, None, timeout=timeout)  # a public http(s) image
-            data = client.download(location)
-        except LabelStudioError as e:
-            raise RequestProblem(424, f"{where}: cannot fetch the image: {e}") from None
-        try:
-            image = decode_upload(data, f"{where} image {location}", max_pixels)
-        except InputError as e:
-            raise RequestProblem(424, str(e)) from None
-        instances = service.predict(image)
-        names = target.label_for(service.class_map)
-        regions = instances_to_label_studio_regions(
-            instances, names, target.kind, target.from_name, target.to_name
-        )
-        return label_studio_prediction(regions, service.version)
-
+def _add_routes(app: FastAPI, backend: Backend) -> None:
     @app.get("/health")
     @app.get("/")
     def health() -> dict:
-        return {
-            "status": "UP",
-            "model_class": "instaseg",
-            "model_version": service.version,
-            "classes": list(service.class_map.names),
-        }
+        return backend.health()
 
     @app.post("/setup")
     async def setup(request: Request) -> dict:
-        body = await _json_body(request)
-        schema = body.get("schema")
-        if schema is not None:
-            try:
-                parse_label_config(schema).label_for(service.class_map)
-            except LabelConfigError as e:
-                raise RequestProblem(422, str(e)) from None
-        project = str(body.get("project", ""))
-        with lock:
-            if project not in projects and len(projects) >= MAX_KNOWN_PROJECTS:
-                projects.pop(next(iter(projects)))
-            projects[project] = {
-                "hostname": body.get("hostname") or None,
-                "access_token": body.get("access_token") or None,
-            }
-        return {"model_version": service.version}
+        return backend.setup(await _json_body(request))
 
     @app.post("/predict")
     async def predict(request: Request) -> dict:
         body = await _json_body(request)
-        tasks = body.get("tasks")
-        if not isinstance(tasks, list):
-            raise RequestProblem(422, "'tasks' must be a list of Label Studio tasks")
-        if len(tasks) > MAX_TASKS_PER_REQUEST:
-            raise RequestProblem(422, f"{len(tasks)} tasks in one request; at most {MAX_TASKS_PER_REQUEST}")
-        try:
-            target = parse_label_config(body.get("label_config", ""))
-            target.label_for(service.class_map)
-        except LabelConfigError as e:
-            raise RequestProblem(422, str(e)) from None
-        client = client_for(body.get("project"))
+        service = backend.service  # one model for the whole request, even if a promotion swaps it
+        target = backend.check_predict_request(body, service)
+        client = backend.client_for(body.get("project"))
         # The model runs in a worker thread so that /health keeps answering during a long prediction.
-        from starlette.concurrency import run_in_threadpool
-
-        results = [await run_in_threadpool(predict_task, task, target, client) for task in tasks]
+        results = [
+            await run_in_threadpool(backend.predict_task, service, task, target, client)
+            for task in body["tasks"]
+        ]
         return {"results": results, "model_version": service.version}
 
     @app.post("/webhook")
     async def webhook(request: Request) -> dict:
-        body = await _json_body(request)
-        action = body.get("action")
-        if not isinstance(action, str):
-            raise RequestProblem(422, "a webhook event needs an 'action' string (ANNOTATION_CREATED, ...)")
-        with lock:
-            events[action] += 1
-        return {
-            "status": "ok",
-            "action": action,
-            "received": events[action],
-            "training": "not run by this backend: use instaseg pull-label-studio and instaseg train",
-        }
+        return backend.webhook(await _json_body(request))
 
-    return app
+    @app.post("/train")
+    async def train(request: Request) -> dict:
+        body = await _json_body(request)
+        return backend.webhook({"action": "START_TRAINING", "project": body.get("project")})

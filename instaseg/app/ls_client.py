@@ -120,3 +120,35 @@ class LabelStudioClient:
     def project(self, project: int) -> dict:
         """The project's settings (``title``, ``label_config``...)."""
         return self.json("GET", f"/api/projects/{int(project)}")
+
+    def tasks_page(self, project: int, page: int, page_size: int = 50) -> list[dict]:
+        """One page of a project's tasks (1-based; ``[]`` past the last page), ordered by id, each with
+        ``id``, ``data``, ``total_annotations``, ``cancelled_annotations`` and ``predictions_model_versions``
+        (Label Studio's comma-separated list of the task's prediction versions, cut at 500 characters)."""
+        fields = "id,data,total_annotations,cancelled_annotations,predictions_model_versions"
+        path = f"/api/tasks?project={int(project)}&page={int(page)}&page_size={int(page_size)}"
+        try:
+            answer = self.json("GET", f"{path}&fields=all&include={fields}")
+        except LabelStudioError as e:
+            if e.status == 404:  # Label Studio's answer to a page past the end
+                return []
+            raise
+        tasks = answer.get("tasks") if isinstance(answer, dict) else None
+        if not isinstance(tasks, list):
+            raise LabelStudioError(f"project {project}: the task list is not a list of tasks")
+        return tasks
+
+    def prediction_versions(self, task: int) -> set[str]:
+        """The ``model_version`` of every prediction of one task."""
+        predictions = self.json("GET", f"/api/predictions?task={int(task)}")
+        return {p.get("model_version") for p in predictions or [] if isinstance(p, dict)}
+
+    def create_prediction(self, task: int, prediction: dict) -> dict:
+        """Store a prediction (``{"result", "score", "model_version"}``) on a task; returns Label Studio's."""
+        return self.json("POST", "/api/predictions", {"task": int(task), **prediction})
+
+    def select_model_version(self, project: int, model_version: str) -> None:
+        """Make ``model_version`` the project's prelabeling choice (*Settings → Annotation → Prelabeling*):
+        the Data Manager's *Prediction score* column, and the order by it, then use the predictions of this
+        version, and opened tasks show them. Label Studio refuses a version no prediction has."""
+        self.json("PATCH", f"/api/projects/{int(project)}", {"model_version": model_version})
