@@ -1,28 +1,44 @@
-"""CPU prediction speed and mask AP: the seed's way vs instaseg's default path vs ONNX Runtime.
+"""CPU prediction speed and mask AP: the seed's way vs instaseg's default path vs the other engines and precisions.
 
     .venv/bin/python bench/predict_speed.py CHECKPOINT [--data DIR] [--first 40] [--count 20] [--threads 2]
+        [--bf16 auto|yes|no] [--clock wall|cpu]
 
 On the same checkpoint (trained on real data: the number of detections drives the cost) and the same
 images (by default the DSB nuclei sample's images 41..60, held out from a model trained on 1..40):
 
   (a)  the seed's way: torchvision eager ``model([image])`` at torchvision's default size (min 800 px,
        max 1333), 1000 proposals, full-size float mask pasting;
-  (a2) the same eager call at the checkpoint's training size (to separate the size from the rest);
-  (b)  instaseg's default CPU path: ``Predictor`` (uint8 resize to the training size, channels-last,
-       inference mode, 1000 proposals, box-local mask pasting);
+  (a2) the same eager fp32 call at the checkpoint's training size: the EQUAL-INPUT-SIZE baseline;
+  (b)  instaseg's default CPU path: ``Predictor`` defaults (uint8 resize to the training size, channels-last,
+       inference mode, 1000 proposals, box-local mask pasting, ``precision="auto"``: bf16 autocast on CPUs
+       with native bf16, else fp32);
   (b2) as (b) with 300 proposals (faster; does AP move with fewer proposals?);
-  (c)  ONNX Runtime: ``Predictor`` on the ``instaseg export`` of the checkpoint.
+  (b3) as (b) in fp32 (``precision="fp32"``), when (b) is not fp32 already;
+  (c)  ONNX Runtime: ``Predictor`` on the ``instaseg export`` of the checkpoint (fp32);
+  (d)  torch bf16 autocast (``precision="bf16"``), when (b) is not bf16 already;
+  (e)  OpenVINO (``engine="openvino"``, ``precision="auto"``: bf16 on CPUs with native bf16, else f32);
+  (e2) OpenVINO with ``precision="fp32"``, when (e) is not f32 already.
 
-Prints seconds per image, the ratio of (a)'s time to each, mask AP / AP50 of each against the ground
-truth of the same images, and where (a) and (b) spend their time (stages summed over the images).
-All at the checkpoint's score threshold (0.05 by default), as COCO AP wants low thresholds.
+The bf16 rows (d) run only on CPUs with native bf16 unless ``--bf16 yes`` (emulated bf16 is ~30x slower:
+minutes per image for R50-FPN). OpenVINO rows need the ``openvino`` package.
+
+Prints seconds per image, the ratio of (a)'s and (a2)'s time to each (``vs a2`` is the speed-up at equal
+input size), mask AP / AP50 of each against the ground truth of the same images, the AP differences to (a2)
+and to instaseg's torch fp32 row ((b), or (b3) where (b) is not fp32), the median mask IoU of the fp32 row's
+instances matched (label, box IoU) in each row, a parity verdict (AP within 0.5 points of the fp32 row and
+median IoU >= 0.95: an engine or precision that fails it cannot be a default), and where (a) and (b) spend
+their time (stages summed over the images). All at the checkpoint's score threshold (0.05 by default), as
+COCO AP wants low thresholds. The paths run interleaved, image by image; ``--clock cpu`` counts process CPU
+time instead of wall time (with ``--threads 1`` the ratios then hold on a machine other work is using).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import tempfile
 import time
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -37,6 +53,7 @@ from instaseg.images import load_image
 from instaseg.model.checkpoint import load_checkpoint
 from instaseg.model.engine import prepare_image
 from instaseg.model.onnx_export import export_onnx
+from instaseg.model.precision import autocast, resolve_precision
 from instaseg.model.predictor import Predictor
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "dsb2018_nuclei_sample"
@@ -99,7 +116,7 @@ def instaseg_way(predictor: Predictor):
 
 
 def profile_network(predictor: Predictor, images: list[np.ndarray]) -> dict[str, float]:
-    """Seconds in backbone / RPN / ROI heads of the torch engine over ``images``."""
+    """Seconds in backbone / RPN / ROI heads of the torch engine over ``images``, in its precision."""
     model, stages = predictor.engine.model, defaultdict(float)
     from torchvision.models.detection.image_list import ImageList
 
@@ -108,7 +125,7 @@ def profile_network(predictor: Predictor, images: list[np.ndarray]) -> dict[str,
         pad = [(32 - s % 32) % 32 for s in x.shape[-2:]]
         x = torch.nn.functional.pad(x, (0, pad[1], 0, pad[0])).contiguous(memory_format=torch.channels_last)
         sizes = [tuple(prepare_image(image, predictor.image_size, predictor.resize).shape[1:])]
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(model, predictor.precision):
             t0 = time.perf_counter()
             features = model.backbone(x)
             t1 = time.perf_counter()
@@ -122,10 +139,43 @@ def profile_network(predictor: Predictor, images: list[np.ndarray]) -> dict[str,
     return stages
 
 
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return float(w * h / union) if union > 0 else 1.0
+
+
+def matched_mask_ious(reference: list[Instances], other: list[Instances]) -> list[float]:
+    """Mask IoU of each instance of ``reference`` (score order) matched to the unmatched instance of ``other``
+    with the same label and the highest box IoU (at least 0.5); an unmatched instance counts 0."""
+    ious = []
+    for a, b in zip(reference, other, strict=True):
+        free = set(range(len(b)))
+        for i in range(len(a)):
+            candidates = [j for j in free if b.labels[j] == a.labels[i]]
+            j = max(candidates, key=lambda j: box_iou(a.boxes[i], b.boxes[j]), default=None)
+            if j is None or box_iou(a.boxes[i], b.boxes[j]) < 0.5:
+                ious.append(0.0)
+                continue
+            free.discard(j)
+            mask_a, mask_b = a.mask(i), b.mask(j)
+            union = np.logical_or(mask_a, mask_b).sum()
+            ious.append(float(np.logical_and(mask_a, mask_b).sum() / union) if union else 1.0)
+    return ious
+
+
 def run_all(
-    paths: list[tuple[str, object]], images: list[np.ndarray], records, class_map, warmup: int = 2
+    paths: list[tuple[str, object]],
+    images: list[np.ndarray],
+    records,
+    class_map,
+    clock,
+    reference: int,
+    warmup: int = 2,
 ) -> list[dict]:
-    """Time every path on every image, interleaved image by image so that a busy machine slows all alike."""
+    """Time every path on every image, interleaved image by image so that a busy machine slows all alike.
+    ``paths[reference]`` (instaseg's torch fp32 path) is what the IoU column matches instances with."""
     for _, predict in paths:
         for image in images[:warmup]:
             predict(image)
@@ -133,9 +183,9 @@ def run_all(
     outputs: list[list[Instances]] = [[] for _ in paths]
     for image in images:
         for k, (_, predict) in enumerate(paths):
-            start = time.perf_counter()
+            start = clock()
             outputs[k].append(predict(image))
-            seconds[k] += time.perf_counter() - start
+            seconds[k] += clock() - start
     rows = []
     gt = records_to_coco(records, class_map)
     for (name, _), total, predictions in zip(paths, seconds, outputs, strict=True):
@@ -143,6 +193,7 @@ def run_all(
         for record, instances in zip(records, predictions, strict=True):
             results.extend(instances_to_coco_results(instances, record.image_id))
         metrics = coco_evaluate(gt, results, "segm", max_dets=100)
+        ious = matched_mask_ious(outputs[reference], predictions)
         rows.append(
             {
                 "name": name,
@@ -150,9 +201,85 @@ def run_all(
                 "ap": metrics.summary["AP"],
                 "ap50": metrics.summary["AP50"],
                 "detections": len(results) / len(images),
+                "median_iou": float(np.median(ious)) if ious else float("nan"),
             }
         )
     return rows
+
+
+def build_paths(args, checkpoint: str, folder: str, profiles: dict) -> tuple[list, Predictor, int]:
+    """The (name, predict function) rows, the default predictor (profiled afterwards), and the index of
+    instaseg's torch fp32 row (the parity reference)."""
+    paths = []
+    predict, profiles["(a)"] = seed_way(checkpoint, 800, 1333)
+    paths.append(("(a) seed: eager model([img]), min 800 px", predict))
+    paths.append(("(a2) eager fp32 model([img]) at training size", seed_way(checkpoint, None, None)[0]))
+    predictor = Predictor(checkpoint, device="cpu")
+    default = predictor.precision.name
+    predict, profiles["(b)"] = instaseg_way(predictor)
+    paths.append((f"(b) instaseg default CPU path ({default})", predict))
+    paths.append(
+        (
+            "(b2) instaseg path, 300 proposals",
+            instaseg_way(Predictor(checkpoint, device="cpu", proposals=300))[0],
+        )
+    )
+    reference = 2
+    if default != "fp32":
+        reference = len(paths)
+        paths.append(
+            (
+                "(b3) instaseg path, fp32",
+                instaseg_way(Predictor(checkpoint, device="cpu", precision="fp32"))[0],
+            )
+        )
+    onnx_path = export_onnx(checkpoint, Path(folder) / "model.onnx")
+    onnx_predictor = Predictor(onnx_path, engine="onnx", threads=args.threads)
+    paths.append(("(c) ONNX Runtime (fp32)", instaseg_way(onnx_predictor)[0]))
+    native = resolve_precision("auto", "cpu").name == "bf16"
+    if default != "bf16" and (args.bf16 == "yes" or (args.bf16 == "auto" and native)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the emulated-bf16 warning: --bf16 yes asks for it knowingly
+            bf16 = Predictor(checkpoint, device="cpu", precision="bf16")
+        paths.append(("(d) torch bf16 autocast", instaseg_way(bf16)[0]))
+    if importlib.util.find_spec("openvino") is None:
+        print("no openvino package: the OpenVINO rows are left out (pip install 'instaseg[openvino]')")
+        return paths, predictor, reference
+    openvino = Predictor(checkpoint, engine="openvino", threads=args.threads)
+    paths.append((f"(e) OpenVINO ({openvino.precision.name})", instaseg_way(openvino)[0]))
+    if openvino.precision.name != "fp32":
+        ov32 = Predictor(checkpoint, engine="openvino", threads=args.threads, precision="fp32")
+        paths.append(("(e2) OpenVINO fp32", instaseg_way(ov32)[0]))
+    return paths, predictor, reference
+
+
+def print_table(rows: list[dict], reference: int) -> None:
+    """One line per path: speed-ups vs (a) and (a2), mask AP, and the parity verdict against instaseg's torch
+    fp32 row (``reference``): mask AP within 0.5 points and median matched mask IoU >= 0.95."""
+    base, equal, fp32 = rows[0]["seconds"], rows[1]["seconds"], rows[reference]
+    print(
+        f"\n{'path':48s} {'s/image':>8s} {'vs (a)':>7s} {'vs (a2)':>8s} {'mask AP':>8s} {'dAP a2':>7s} "
+        f"{'dAP fp32':>8s} {'AP50':>6s} {'IoU':>5s} {'parity':>6s} {'dets/img':>8s}"
+    )
+    for row in rows:
+        versus_fp32 = 100 * (row["ap"] - fp32["ap"])
+        parity = "ok" if abs(versus_fp32) <= 0.5 and row["median_iou"] >= 0.95 else "FAIL"
+        print(
+            f"{row['name']:48s} {row['seconds']:8.3f} {base / row['seconds']:6.2f}x "
+            f"{equal / row['seconds']:7.2f}x {100 * row['ap']:8.2f} {100 * (row['ap'] - rows[1]['ap']):+7.2f} "
+            f"{versus_fp32:+8.2f} {100 * row['ap50']:6.2f} {row['median_iou']:5.3f} {parity:>6s} "
+            f"{row['detections']:8.1f}"
+        )
+    print(
+        "(vs (a2): speed-up at equal input size; dAP a2 / dAP fp32: mask AP minus (a2)'s / minus instaseg's"
+    )
+    print(
+        f" torch fp32 row's; IoU: median mask IoU of the instances of {fp32['name'][:4].strip()} matched in this"
+    )
+    print(" row, unmatched counting 0; parity: |dAP fp32| <= 0.5 and IoU >= 0.95. (a)/(a2) resize images of")
+    print(
+        " another size in float inside torchvision, instaseg in uint8 with OpenCV: their IoU is then below 1)"
+    )
 
 
 def main() -> None:
@@ -164,6 +291,8 @@ def main() -> None:
     parser.add_argument("--first", type=int, default=40, help="index of the first image used (0-based)")
     parser.add_argument("--count", type=int, default=20, help="number of images")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--bf16", choices=["auto", "yes", "no"], default="auto", help="torch bf16 rows")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="wall or process CPU time")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -172,36 +301,17 @@ def main() -> None:
     images = [load_image(r.image) for r in records]
     print(
         f"{len(images)} images of {args.data} ({images[0].shape[1]}x{images[0].shape[0]} first), "
-        f"{sum(len(r.annotations) for r in records)} ground-truth instances, {args.threads} threads"
+        f"{sum(len(r.annotations) for r in records)} ground-truth instances, {args.threads} threads, "
+        f"{args.clock} time; {resolve_precision('auto', 'cpu').reason}"
     )
-
-    profiles, paths = {}, []
-    predict, profiles["(a)"] = seed_way(args.checkpoint, 800, 1333)
-    paths.append(("(a) seed: eager model([img]), min 800 px", predict))
-    paths.append(("(a2) eager model([img]) at training size", seed_way(args.checkpoint, None, None)[0]))
-    predictor = Predictor(args.checkpoint, device="cpu")
-    predict, profiles["(b)"] = instaseg_way(predictor)
-    paths.append(("(b) instaseg default CPU path", predict))
-    paths.append(
-        (
-            "(b2) instaseg path, 300 proposals",
-            instaseg_way(Predictor(args.checkpoint, device="cpu", proposals=300))[0],
-        )
-    )
+    profiles: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as folder:
-        onnx_path = export_onnx(args.checkpoint, Path(folder) / "model.onnx")
-        onnx_predictor = Predictor(onnx_path, engine="onnx", threads=args.threads)
-    paths.append(("(c) ONNX Runtime", instaseg_way(onnx_predictor)[0]))
-    rows = run_all(paths, images, records, dataset.class_map)
+        paths, predictor, reference = build_paths(args, args.checkpoint, folder, profiles)
+        clock = time.process_time if args.clock == "cpu" else time.perf_counter
+        rows = run_all(paths, images, records, dataset.class_map, clock, reference)
     profiles["(b) network"] = profile_network(predictor, images)
 
-    base = rows[0]["seconds"]
-    print(f"\n{'path':44s} {'s/image':>8s} {'speed-up':>9s} {'mask AP':>8s} {'AP50':>6s} {'dets/img':>8s}")
-    for row in rows:
-        print(
-            f"{row['name']:44s} {row['seconds']:8.3f} {base / row['seconds']:8.2f}x "
-            f"{100 * row['ap']:8.2f} {100 * row['ap50']:6.2f} {row['detections']:8.1f}"
-        )
+    print_table(rows, reference)
     print("\nwhere the time goes (seconds per image):")
     for name, stages in profiles.items():
         total = sum(stages.values()) / len(images)

@@ -82,6 +82,52 @@ def crop_to_rle(crop: np.ndarray, y0: int, x0: int, height: int, width: int) -> 
     return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
 
 
+def rle_counts(rle: dict) -> np.ndarray:
+    """The run lengths ``(R,)`` int64 of a COCO RLE (compressed ``counts`` str/bytes, or a list):
+    background first, then object, alternately, in column-major order. Decodes COCO's string format
+    (``rleFrString`` of pycocotools' ``maskApi.c``) without making the mask."""
+    counts = rle["counts"]
+    if isinstance(counts, list):
+        return np.asarray(counts, dtype=np.int64)
+    data = counts.encode("ascii") if isinstance(counts, str) else bytes(counts)
+    out: list[int] = []
+    p = 0
+    while p < len(data):
+        value, shift, more = 0, 0, True
+        while more:
+            c = data[p] - 48
+            value |= (c & 0x1F) << shift
+            more = bool(c & 0x20)
+            p += 1
+            shift += 5
+            if not more and c & 0x10:
+                value |= -1 << shift  # sign-extend
+        if len(out) > 2:
+            value += out[-2]  # counts after the first two are stored as differences
+        out.append(value)
+    return np.asarray(out, dtype=np.int64)
+
+
+def rle_to_crop(rle: dict, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
+    """The ``(y1 - y0, x1 - x0)`` bool part of a COCO RLE's mask, without decoding the whole mask: the cost
+    is the number of runs plus the crop's size (a nucleus of a 4000x3000 photo: microseconds, not the
+    12 MB of :func:`rle_to_mask`). The window must lie inside the image."""
+    height = int(rle["size"][0])
+    out = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+    bounds = np.concatenate(([0], np.cumsum(rle_counts(rle))))
+    starts, ends = bounds[1:-1:2], bounds[2::2]  # object runs [start, end) in column-major flat indices
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+        column = start // height
+        while start < end:  # a run may continue into the next column(s)
+            stop = min(end, (column + 1) * height)
+            if x0 <= column < x1:
+                top, bottom = max(start - column * height, y0), min(stop - column * height, y1)
+                if top < bottom:
+                    out[top - y0 : bottom - y0, column - x0] = True
+            start, column = stop, column + 1
+    return out
+
+
 def _empty_counts(height: int, width: int) -> str:
     height, width = int(height), int(width)
     rle = coco_mask.frPyObjects({"size": [height, width], "counts": [height * width]}, height, width)

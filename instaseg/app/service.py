@@ -54,13 +54,25 @@ class ModelService:
         device: ``"cpu"``, ``"cuda"``, ``"auto"``... (torch engine only).
         score_threshold: the lowest score the model returns; callers filter higher. Default: the
             checkpoint's.
+        tile: tiled prediction of large images (a :class:`~instaseg.model.tiling.TileConfig` or its text,
+            e.g. ``"512"`` or ``"auto"``); ``None``: whole images.
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (:class:`~instaseg.model.predictor.Predictor`).
     """
 
-    def __init__(self, model_path: str | Path, device: str = "cpu", score_threshold: float | None = None):
+    def __init__(
+        self,
+        model_path: str | Path,
+        device: str = "cpu",
+        score_threshold: float | None = None,
+        tile=None,
+        precision: str = "auto",
+    ):
         from ..model.predictor import Predictor
 
         self.path = Path(model_path)
-        self.predictor = Predictor(model_path, device=device, score_threshold=score_threshold)
+        self.predictor = Predictor(
+            model_path, device=device, score_threshold=score_threshold, tile=tile, precision=precision
+        )
         self.class_map = self.predictor.class_map
         self.min_score = self.predictor.score_threshold
         stat = self.path.stat()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 
 from ..formats.detect import FORMATS
+from ..formats.limits import LIMITS_HELP
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
-    """DATA, --images and --format: how a command finds and reads an annotated dataset."""
+    """DATA, --images, --format and --allow-outside-paths: how a command finds and reads an annotated
+    dataset; the limits on input are stated at the end of the command's help."""
     parser.add_argument(
         "data",
         metavar="DATA",
@@ -27,4 +29,66 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         choices=list(FORMATS),
         help="read DATA as this format instead of detecting it",
+    )
+    add_outside_paths_argument(parser)
+
+
+def add_outside_paths_argument(parser: argparse.ArgumentParser) -> None:
+    """``--allow-outside-paths``, and the limits on input at the end of the command's help."""
+    parser.add_argument(
+        "--allow-outside-paths",
+        action="store_true",
+        help="read images that paths in the annotation files lead to outside DATA's folder and --images "
+        "(absolute paths, ../..); by default they are refused and reported",
+    )
+    parser.epilog = " ".join(filter(None, (parser.epilog, LIMITS_HELP)))
+
+
+def add_tile_argument(parser: argparse.ArgumentParser) -> None:
+    """``--tile SIZE[,OVERLAP][,whole] | auto`` (predict, serve, label-studio-backend)."""
+    parser.add_argument(
+        "--tile",
+        default=None,
+        metavar="SIZE[,OVERLAP]|auto",
+        help="predict large images in SIZE-px tiles at native resolution (OVERLAP px shared, default "
+        "SIZE/4), objects cut by tile borders merged by mask overlap; add ',whole' to also predict the "
+        "whole image for large objects. auto: tile images much larger than the model's size when it was "
+        "trained with --crop",
+    )
+
+
+def parse_tile_argument(value: str | None):
+    """The ``--tile`` value as a :class:`~instaseg.model.tiling.TileConfig` (``None`` when not given);
+    ``UsageError`` saying what is expected."""
+    from ..model.tiling import parse_tile
+    from . import UsageError
+
+    if value is None:
+        return None
+    try:
+        return parse_tile(value)
+    except ValueError as e:
+        raise UsageError(f"--tile: {e}") from None
+
+
+def add_precision_argument(parser, resumable: bool = False) -> None:
+    """``--precision auto|fp32|bf16|fp16`` (train, evaluate, predict, serve, label-studio-backend, quickstart);
+    the help says what ``auto`` picks on this machine (from the CPU flags, without loading torch).
+
+    ``resumable`` (train): no default value (``args`` lacks ``precision`` unless given), so that ``--resume``
+    keeps the run's own precision unless another is asked for."""
+    from ..model.config import PRECISIONS
+    from ..model.cpu_features import describe_auto_precision
+
+    parser.add_argument(
+        "--precision",
+        default=argparse.SUPPRESS if resumable else "auto",
+        choices=PRECISIONS,
+        help="numeric precision of the model's computations. auto: bf16 mixed precision on CPUs "
+        "that compute bf16 natively (amx_bf16 or avx512_bf16 in the CPU flags, and torch's oneDNN agrees), "
+        "fp16 mixed precision on CUDA, fp32 otherwise; here "
+        f"{describe_auto_precision()}. fp32: full precision everywhere. bf16/fp16: forced (on a CPU "
+        "without them they are emulated, far slower). Weights and checkpoints stay float32; boxes, masks "
+        "and losses are computed in float32; the log says what runs and why"
+        + ("; default auto (on --resume: the run's own)" if resumable else ""),
     )

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..formats.load import load_dataset
 
-    dataset = load_dataset(args.data, images=args.images, format=args.format)
+    dataset = load_dataset(args.data, args.images, args.format, args.allow_outside_paths)
     if args.deep:
         dataset.problems.extend(decode_all(dataset))
     summary = summarize(dataset)

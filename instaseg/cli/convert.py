@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
             )
     except storage.OutputError as e:
         raise UsageError(str(e)) from None
-    dataset = load_dataset(args.data, images=args.images, format=args.format)
+    dataset = load_dataset(args.data, args.images, args.format, args.allow_outside_paths)
     written = write_coco(dataset, args.destination, mask_format=args.masks, copy_images=args.copy_images)
     errors = [p for p in dataset.problems if p.level == "error"]
     warnings = len(dataset.problems) - len(errors)

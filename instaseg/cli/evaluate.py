@@ -23,6 +23,7 @@ from ..model.config import DEVICES
 from ..problems import DatasetError
 from ..splits import SPLITS, assign_splits, load_splits, records_of_split, split_file_mismatch
 from . import UsageError
+from ._common import add_outside_paths_argument, add_precision_argument
 
 HELP = (
     "Evaluate a checkpoint, or a COCO predictions file, on a dataset: COCO mask and box AP per class, "
@@ -60,6 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--images", metavar="DIR", help="folder of the images, when the annotations do not lead to them"
     )
     parser.add_argument("--format", help="dataset format (detected when left out)")
+    add_outside_paths_argument(parser)
     parser.add_argument(
         "--score-threshold",
         type=float,
@@ -78,6 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", default="auto", choices=DEVICES, help="auto: CUDA, then MPS, else the CPU"
     )
+    add_precision_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_dets < 1:
         raise UsageError("--max-dets must be at least 1")
     config = EvaluationConfig(args.score_threshold, args.iou_threshold, args.max_dets)
-    dataset = load_dataset(args.data, images=args.images, format=args.format)
+    dataset = load_dataset(args.data, args.images, args.format, args.allow_outside_paths)
     origin = args.checkpoint or args.predictions
     out = args.out or storage.join(storage.parent(origin), f"eval-{args.split}")
     try:
@@ -201,9 +204,10 @@ def _from_checkpoint(args, class_map: ClassMap, all_records, records, config, no
     from ..train.engine import compute_dataset_losses
 
     try:
-        predictor = Predictor(args.checkpoint, device=args.device)
+        predictor = Predictor(args.checkpoint, device=args.device, precision=args.precision)
     except (CheckpointError, ValueError) as e:
         raise UsageError(str(e)) from None
+    print(f"precision: {predictor.precision.reason}", file=sys.stderr)
     mapping = _label_mapping(predictor.class_names, class_map, args.checkpoint)
     with tqdm(total=len(records), desc="predicting", unit="img", disable=not sys.stderr.isatty()) as bar:
         predictions = predict_records(predictor, records, mapping, progress=lambda done: bar.update(1))
@@ -217,7 +221,12 @@ def _from_checkpoint(args, class_map: ClassMap, all_records, records, config, no
         splits = SPLITS  # one loss per split of the run, as training reported them
     evaluation.losses = {
         s: dict(
-            compute_dataset_losses(predictor.model, records_of_split(all_records, s), predictor.model_config)
+            compute_dataset_losses(
+                predictor.model,
+                records_of_split(all_records, s),
+                predictor.model_config,
+                precision=predictor.precision,
+            )
         )
         for s in splits
         if records_of_split(all_records, s)

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ..model.config import DEVICES, ENGINES
 from ..predict import SAVE_KINDS, check_save_kinds
+from ._common import add_precision_argument, add_tile_argument, parse_tile_argument
 
 HELP = "Predict instances on images, folders, globs or bucket URLs; write overlays, masks and JSON."
 
@@ -60,8 +61,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--engine",
         default=None,
         choices=ENGINES,
-        help="torch (a .pt checkpoint) or onnx (ONNX Runtime; default for a .onnx file)",
+        help="torch (a .pt checkpoint), onnx (ONNX Runtime; default for a .onnx file) or openvino (a .pt "
+        "checkpoint converted by OpenVINO for the CPU, which takes half a minute or more at start; needs "
+        "pip install 'instaseg[openvino]')",
     )
+    add_precision_argument(parser)
     parser.add_argument(
         "--image-size",
         type=int,
@@ -73,6 +77,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="RPN proposals kept at test time (default 1000, as torchvision; fewer are faster on images with few objects)",
+    )
+    add_tile_argument(parser)
+    parser.add_argument(
+        "--tta",
+        default=None,
+        choices=["flip"],
+        help="test-time augmentation: flip also predicts the mirror image and merges both by mask overlap "
+        "(twice the time); scores are averaged over the two views (an object one view missed gets half its "
+        "score) before --score-threshold applies",
     )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     parser.add_argument(
@@ -115,30 +128,57 @@ def _load(location: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-    from tqdm import tqdm
-
-    from .. import distributed, storage
-    from ..model.predictor import DEFAULT_PROPOSALS, Predictor
+    from .. import storage
     from ..predict.inputs import expand_inputs
-    from ..predict.outputs import LabelStudioOptions, OutputWriter
     from . import UsageError
 
     kinds = _parse_save(args.save)
+    tile = parse_tile_argument(args.tile)
     try:
         storage.check_output_folder(args.out, "--out")
     except storage.OutputError as e:
         raise UsageError(str(e)) from None
     if args.batch_size < 1:
         raise UsageError("--batch-size must be >= 1")
+    images, problems = expand_inputs(args.inputs)
+    # The first images are read and decoded while torch is imported and the model loads (PIL and OpenCV
+    # release the GIL), so that one photo is ready when the model is. Not under torchrun, where each
+    # process takes its own share (distributed.launched() would import torch first), nor with --resume.
+    loader = ThreadPoolExecutor(max_workers=1)
+    early = {}
+    if not args.resume and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        early = {im.location: loader.submit(_load, im.location) for im in images[: args.batch_size]}
+    try:
+        return _run(args, kinds, tile, images, problems, loader, early)
+    finally:
+        loader.shutdown(wait=True, cancel_futures=True)
+
+
+def _run(args, kinds, tile, images, problems, loader, early) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from .. import distributed
+    from ..model.predictor import DEFAULT_PROPOSALS, Predictor
+    from ..predict.outputs import LabelStudioOptions, OutputWriter
+
     # Under torchrun (docs/distributed.md) each process predicts every N-th image on its own GPU/cores.
-    context = distributed.init_distributed(args.device if args.engine != "onnx" else "cpu")
-    if context is not None and args.engine != "onnx":
+    cpu_only = args.engine in ("onnx", "openvino")
+    context = distributed.init_distributed("cpu" if cpu_only else args.device)
+    if context is not None and not cpu_only:
         args = argparse.Namespace(**{**vars(args), "device": str(context.device)})
     main = context is None or context.is_main
     threads = args.threads or distributed.cpu_threads()
     torch.set_num_threads(threads)
-    predictor = _make_predictor(Predictor, args, DEFAULT_PROPOSALS, threads)
+    predictor = _make_predictor(Predictor, args, DEFAULT_PROPOSALS, threads, tile)
+    if main and predictor.precision is not None:
+        print(f"precision: {predictor.precision.reason}", file=sys.stderr)
+    if main and tile is not None and tile.size is None and predictor.model_config.crop_size is None:
+        print(
+            "--tile auto: this model was trained on whole images, not on crops (train --crop), so images "
+            "are predicted whole; give --tile SIZE to tile them anyway",
+            file=sys.stderr,
+        )
     label_studio = LabelStudioOptions(
         brush=args.ls_brush,
         from_name=args.ls_from_name,
@@ -148,7 +188,6 @@ def run(args: argparse.Namespace) -> int:
     )
     writer = OutputWriter(args.out, kinds, predictor.class_map, label_studio)
 
-    images, problems = expand_inputs(args.inputs)
     failures = list(problems)
     mine = context.shard(images) if context else images
     todo = [im for im in mine if not (args.resume and writer.is_done(im))]
@@ -160,7 +199,9 @@ def run(args: argparse.Namespace) -> int:
     bar = tqdm(
         total=len(todo), unit="img", desc="predicting", file=sys.stderr, disable=None if main else True
     )
-    done, instances_total, more, notes = _predict_all(predictor, writer, todo, args.batch_size, bar)
+    done, instances_total, more, notes = _predict_all(
+        predictor, writer, todo, args.batch_size, bar, loader, early
+    )
     failures += more
     bar.close()
     if context is not None:  # all ranks' counts; every part file is written once this returns
@@ -176,23 +217,29 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _predict_all(predictor, writer, todo: list, batch_size: int, bar) -> tuple[int, int, list, list[str]]:
-    """Predict and write ``todo`` in batches, decoding the next images in a background thread while the model
-    runs (PIL and OpenCV release the GIL). A bad image or a failed write is reported and skipped.
+def _predict_all(
+    predictor, writer, todo: list, batch_size: int, bar, loader, early: dict
+) -> tuple[int, int, list, list[str]]:
+    """Predict and write ``todo`` in batches: the next images are decoded in ``loader``'s thread and the
+    last batch's outputs written in another while the model runs (PIL, OpenCV and zlib release the GIL).
+    ``early``: location -> load already started. A bad image or a failed write is reported and skipped.
 
     Returns ``(images done, instances written, failures as (location, message), notes)``.
     """
     from ..images import ImageError
 
-    done = instances_total = 0
+    counts = [0, 0]  # images done, instances written
     failures: list[tuple[str, str]] = []
     notes: list[str] = []
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        loads = [pool.submit(_load, im.location) for im in todo[: batch_size * 2]]
+    writing: list = []  # (image, future, instances) of the batch being written
+    with ThreadPoolExecutor(max_workers=1) as writes:
+        loads = [
+            early.pop(im.location, None) or loader.submit(_load, im.location) for im in todo[: batch_size * 2]
+        ]
         for first in range(0, len(todo), batch_size):
             batch = todo[first : first + batch_size]
             ahead = todo[len(loads) : len(loads) + batch_size]
-            loads.extend(pool.submit(_load, im.location) for im in ahead)
+            loads.extend(loader.submit(_load, im.location) for im in ahead)
             ready = []
             for k, image in enumerate(batch):
                 try:
@@ -209,20 +256,30 @@ def _predict_all(predictor, writer, todo: list, batch_size: int, bar) -> tuple[i
             except (RuntimeError, ValueError) as e:  # e.g. out of memory on one batch: report, go on
                 failures.extend((image.location, f"prediction failed: {e}") for image, _ in ready)
                 predictions, ready = [], []
-            for (image, pixels), instances in zip(ready, predictions, strict=True):
-                try:
-                    writer.write(image, pixels, instances)
-                    done += 1
-                    instances_total += len(instances)
-                except (OSError, ValueError) as e:
-                    failures.append((image.location, f"cannot write outputs: {e}"))
-                    bar.write(f"failed: {image.location}: cannot write outputs: {e}", file=sys.stderr)
+            _finish_writes(writing, counts, failures, bar)  # the previous batch's, before queueing more
+            writing = [
+                (image, writes.submit(writer.write, image, pixels, instances), len(instances))
+                for (image, pixels), instances in zip(ready, predictions, strict=True)
+            ]
             bar.update(len(batch))
-            bar.set_postfix(ok=done, failed=len(failures))
-    return done, instances_total, failures, notes
+            bar.set_postfix(ok=counts[0], failed=len(failures))
+        _finish_writes(writing, counts, failures, bar)
+    return counts[0], counts[1], failures, notes
 
 
-def _make_predictor(predictor_type, args, default_proposals: int, threads: int):
+def _finish_writes(writing: list, counts: list[int], failures: list, bar) -> None:
+    """Wait for queued writes; count the images written, report the failed ones."""
+    for image, future, instances in writing:
+        try:
+            future.result()
+            counts[0] += 1
+            counts[1] += instances
+        except (OSError, ValueError) as e:
+            failures.append((image.location, f"cannot write outputs: {e}"))
+            bar.write(f"failed: {image.location}: cannot write outputs: {e}", file=sys.stderr)
+
+
+def _make_predictor(predictor_type, args, default_proposals: int, threads: int, tile=None):
     from ..model.checkpoint import CheckpointError
     from . import UsageError
 
@@ -239,6 +296,9 @@ def _make_predictor(predictor_type, args, default_proposals: int, threads: int):
             proposals=args.proposals or default_proposals,
             engine=args.engine,
             threads=threads,
+            tile=tile,
+            tta=args.tta,
+            precision=args.precision,
         )
     except (KeyError, ValueError) as e:
         raise UsageError(str(e).strip("'\"")) from None

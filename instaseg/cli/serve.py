@@ -6,6 +6,7 @@ import argparse
 import os
 
 from . import UsageError
+from ._common import add_precision_argument, add_tile_argument, parse_tile_argument
 
 HELP = "Serve a trained model (checkpoint or .onnx) as a web demo: image in, masked image and detections out."
 
@@ -20,12 +21,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=7860, help="TCP port")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (checkpoints only)")
+    add_precision_argument(parser)
     parser.add_argument(
         "--max-megapixels",
         type=float,
         default=50.0,
         help="uploads with more pixels are refused with a message",
     )
+    add_tile_argument(parser)
     parser.add_argument("--examples", metavar="DIR", default=None, help="folder of example images to offer")
     parser.add_argument(
         "--auth",
@@ -49,16 +52,22 @@ def split_credentials(value: str | None, flag: str) -> tuple[str, str] | None:
     return user, password
 
 
-def load_service(path: str, device: str):
+def load_service(path: str, device: str, tile: str | None = None, precision: str = "auto"):
+    """The model behind the demo or the backend; ``tile``: the ``--tile`` text (``UsageError`` when bad);
+    ``precision``: the ``--precision`` choice (what runs is printed)."""
     from ..app.service import ModelService
     from ..model.checkpoint import CheckpointError
 
     if not os.path.isfile(path):
         raise UsageError(f"model file {path} not found; pass a checkpoint (best.pt) or an .onnx export")
+    tile_config = parse_tile_argument(tile)
     try:
-        return ModelService(path, device=device)
+        service = ModelService(path, device=device, tile=tile_config, precision=precision)
     except (CheckpointError, ValueError, OSError) as e:
         raise UsageError(f"cannot load {path}: {e}") from None
+    if service.predictor.precision is not None:
+        print(f"precision: {service.predictor.precision.reason}", flush=True)
+    return service
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     examples = None
     if args.examples:
         examples = list_files(args.examples, (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"))[:12]
-    service = load_service(args.checkpoint, args.device)
+    service = load_service(args.checkpoint, args.device, args.tile, args.precision)
     app = build_app(service, examples=examples, max_pixels=int(args.max_megapixels * 1e6))
     app.queue(default_concurrency_limit=args.concurrency, max_size=args.max_queue)
     print(f"instaseg serve: {args.checkpoint} on http://{args.host}:{args.port}", flush=True)

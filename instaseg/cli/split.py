@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         storage.check_output_file(args.out, [args.data], "--out")
     except storage.OutputError as e:
         raise UsageError(str(e)) from None
-    dataset = load_dataset(args.data, images=args.images, format=args.format)
+    dataset = load_dataset(args.data, args.images, args.format, args.allow_outside_paths)
     splits = assign_splits(dataset.records, config)
     save_splits(splits, args.out, config)
     counts = ", ".join(f"{name} {len(files)}" for name, files in splits.items())

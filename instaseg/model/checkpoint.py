@@ -194,8 +194,6 @@ def load_checkpoint(
     Returns:
         ``(model, class_map, model_config)``; :class:`instaseg.model.predictor.Predictor` predicts with it.
     """
-    from .architectures import build_model
-
     payload = read_checkpoint(path)
     class_map, config = check_header(payload, path)
     if arch is not None and config.arch != arch:
@@ -205,10 +203,65 @@ def load_checkpoint(
         raise CheckpointMismatchError(
             f"{path} was trained on classes {list(names)}, expected {list(class_names)}"
         )
-    model = build_model(config)
     try:
-        model.load_state_dict(payload["model"])
+        model = _model_with_weights(config, payload["model"])
     except RuntimeError as e:
         raise CheckpointMismatchError(f"{path}: weights do not fit {config.arch} ({str(e)[:300]})") from None
     model.to(device).eval()
     return model, ClassMap(names), config
+
+
+def _model_with_weights(config: ModelConfig, weights: dict) -> torch.nn.Module:
+    """``build_model(config)`` with ``weights`` loaded (``RuntimeError`` when they do not fit).
+
+    The model is built on the meta device and given the checkpoint's tensors (``assign=True``), so that no
+    parameter is first initialised at random only to be overwritten: half of the loading time. The anchor
+    generator's cell anchors (plain tensors, not buffers) are made again; a model with any other tensor
+    outside its parameters and buffers, or weights that differ in names, shapes or dtypes, is built the
+    plain way.
+    """
+    from .architectures import build_model
+
+    with torch.device("meta"):
+        model = build_model(config)
+    expected = model.state_dict()
+    fits = set(expected) == set(weights) and all(
+        expected[k].shape == weights[k].shape and expected[k].dtype == weights[k].dtype for k in expected
+    )
+    if not fits or _plain_tensors(model) != {"rpn.anchor_generator.cell_anchors"}:
+        model = build_model(config)
+        model.load_state_dict(weights)
+        return model
+    # Default strides, as the parameters a plain load copies into (a run trained channels-last saves 1x1
+    # kernels with other strides, which steer convolutions to other kernels and change the last bits).
+    weights = {
+        k: v if _default_strides(v) else v.clone(memory_format=torch.contiguous_format)
+        for k, v in weights.items()
+    }
+    model.load_state_dict(weights, assign=True)
+    generator = model.rpn.anchor_generator
+    generator.cell_anchors = [
+        generator.generate_anchors(size, ratios)
+        for size, ratios in zip(generator.sizes, generator.aspect_ratios, strict=True)
+    ]
+    return model
+
+
+def _default_strides(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` has the strides of a new tensor of its shape (row-major)."""
+    expected, step = [], 1
+    for size in reversed(tensor.shape):
+        expected.append(step)
+        step *= size
+    return tuple(reversed(expected)) == tuple(tensor.stride())
+
+
+def _plain_tensors(model: torch.nn.Module) -> set[str]:
+    """Names of module attributes holding tensors (or lists of them) that are not parameters or buffers."""
+    found = set()
+    for name, module in model.named_modules():
+        for key, value in vars(module).items():
+            values = value if isinstance(value, list | tuple) else [value]
+            if key not in ("_parameters", "_buffers") and any(isinstance(v, torch.Tensor) for v in values):
+                found.add(f"{name}.{key}" if name else key)
+    return found

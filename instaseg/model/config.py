@@ -13,7 +13,10 @@ from dataclasses import asdict, dataclass, fields
 ARCH_NAMES = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2", "maskrcnn_resnet18_fpn")
 RESIZE_MODES = ("keep", "square")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-ENGINES = ("torch", "onnx")
+ENGINES = ("torch", "onnx", "openvino")
+# Numeric precision of the forward (and backward) pass; instaseg.model.precision.resolve_precision turns the
+# request into what runs. auto: bf16 autocast on CPUs with native bf16, fp16 AMP on CUDA, fp32 elsewhere.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def dataclass_from_dict(cls, values: dict):
@@ -70,6 +73,10 @@ class ModelConfig:
         anchor_sizes: the RPN's anchor size (pixels at the model's input) for each of the 5 FPN levels,
             e.g. chosen from the data (:mod:`instaseg.train.recipe`); ``None`` for the architecture's own
             (32..512 for the ResNet-50 models, 16..256 for the light one).
+        crop_size: the model was trained on random ``crop_size x crop_size`` crops of the images at their
+            native resolution (``train --crop``; ``image_size`` is then the crop size), so it knows objects at
+            their pixel size and large images are best predicted in tiles (``predict --tile auto``);
+            ``None``: trained on whole images resized to ``image_size``.
     """
 
     arch: str = "maskrcnn_resnet50_fpn"
@@ -83,6 +90,7 @@ class ModelConfig:
     detections_per_image: int = 100
     mask_threshold: float = 0.5
     anchor_sizes: tuple[int, ...] | None = None
+    crop_size: int | None = None
 
     def __post_init__(self) -> None:
         check_choice("architecture", self.arch, ARCH_NAMES)
@@ -107,6 +115,8 @@ class ModelConfig:
             for size in self.anchor_sizes:
                 check_number("anchor size (pixels)", size, 2, 4 * MAX_IMAGE_SIZE, integer=True)
             object.__setattr__(self, "anchor_sizes", tuple(self.anchor_sizes))
+        if self.crop_size is not None:
+            check_number("crop_size (pixels)", self.crop_size, 32, MAX_IMAGE_SIZE, integer=True)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection.image_list import ImageList
 
+from .precision import Precision, autocast
+
 # ImageNet statistics that torchvision's GeneralizedRCNNTransform normalises with.
 IMAGE_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGE_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -74,12 +76,15 @@ class TorchEngine:
             trained keeps its training settings, which are separate). :meth:`detect` runs it in eval mode
             and gives it back in the mode it had.
         channels_last: store activations as NHWC, which oneDNN convolutions on CPUs run faster.
+        precision: what the network computes in (:func:`~instaseg.model.precision.resolve_precision`);
+            ``None``: float32. Under bf16/fp16 the outputs stay float32 (:func:`~instaseg.model.precision.autocast`).
     """
 
-    def __init__(self, model: nn.Module, channels_last: bool = True):
+    def __init__(self, model: nn.Module, channels_last: bool = True, precision: Precision | None = None):
         self.model = model
         self.device = next(model.parameters()).device
         self.channels_last = channels_last
+        self.precision = precision
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
 
@@ -106,7 +111,7 @@ class TorchEngine:
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast(self.model, self.precision):
                 features = self.model.backbone(batch)
                 image_list = ImageList(batch, sizes)
                 proposals, _ = self.model.rpn(image_list, features)

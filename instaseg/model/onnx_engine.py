@@ -17,6 +17,7 @@ import torch
 from ..core import ClassMap
 from .config import ModelConfig
 from .engine import RawDetections
+from .precision import Precision
 
 
 class OnnxModelError(ValueError):
@@ -45,6 +46,7 @@ class OnnxEngine:
         self.model_config = ModelConfig.from_dict(json.loads(meta["instaseg_model_config"]))
         self.proposals = int(meta["instaseg_proposals"])
         self.path = str(path)
+        self.precision = Precision("fp32", "cpu", "fp32: ONNX Runtime runs the exported graph in float32")
 
     def configure(self, score_threshold: float, max_detections: int, proposals: int | None) -> None:
         """Check that the graph's fixed settings allow these (the Predictor filters the rest)."""

@@ -143,6 +143,7 @@ def parity_check(checkpoint: str | Path, onnx_path: str | Path, images: list[np.
         engine="torch",
         proposals=onnx_predictor.engine.proposals,
         channels_last=False,
+        precision="fp32",  # the export runs float32: compare with float32, not with auto's bf16
     )
     count_mismatches = detections = 0
     box_ious, mask_ious, score_differences = [1.0], [1.0], [0.0]

@@ -19,6 +19,8 @@ from ..masks import Masks
 from .config import ENGINES, ModelConfig
 from .device import resolve_device
 from .engine import RawDetections, TorchEngine, paste_masks, prepare_image, scale_boxes
+from .precision import resolve_precision
+from .tiling import TTA_MODES, parse_tile, predict_image
 
 # Proposals kept after the RPN's NMS at test time: torchvision's 1000. Fewer are faster (the ROI heads
 # score every proposal) but cost accuracy on dense images: on 20 held-out DSB nuclei images with a model
@@ -53,7 +55,10 @@ class Predictor:
     Args:
         model_path: an instaseg checkpoint, or with ``engine="onnx"`` an ``.onnx`` file from
             ``instaseg export`` (``engine`` defaults to ``"onnx"`` for a ``.onnx`` path).
-        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"`` (the torch engine; ONNX runs on the CPU).
+        engine: ``"torch"``, ``"onnx"`` (ONNX Runtime) or ``"openvino"`` (a checkpoint compiled by OpenVINO
+            for the CPU: :class:`~instaseg.model.openvino_engine.OpenVinoEngine`).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"`` (the torch engine; ONNX and OpenVINO run on the
+            CPU).
         score_threshold: keep detections with score >= this; default the checkpoint's.
         mask_threshold: mask probability >= this is the object; default the checkpoint's (0.5).
         max_detections: at most this many instances per image (highest scores); default the checkpoint's.
@@ -62,7 +67,14 @@ class Predictor:
         classes: keep only these class names (``ValueError`` listing the known ones for an unknown name).
         proposals: RPN proposals kept at test time (default :data:`DEFAULT_PROPOSALS`; torchvision: 1000).
         channels_last: NHWC activations for the torch engine (faster on CPUs with oneDNN).
-        threads: ONNX Runtime's intra-op threads (its session option; default: ONNX Runtime's choice).
+        threads: ONNX Runtime's intra-op threads or OpenVINO's inference threads (default: their choice).
+        tile: predict large images in tiles at native resolution, merged by mask overlap: a
+            :class:`~instaseg.model.tiling.TileConfig` or its text (``"512"``, ``"512,64"``, ``"auto"``; see
+            :func:`~instaseg.model.tiling.parse_tile`); ``None``: the whole image, resized.
+        tta: ``"flip"``: also predict the mirror image and merge both (about twice the time).
+        precision: ``"auto"`` (bf16 autocast on CPUs with native bf16, fp16 on CUDA, else fp32), ``"fp32"``,
+            ``"bf16"`` or ``"fp16"`` (torch engine; see :func:`~instaseg.model.precision.resolve_precision`).
+            :attr:`precision` says what runs and why. Boxes, scores and masks come out float32 either way.
 
     Thread counts are left to the caller (``torch.set_num_threads``), as library code must not set them.
     """
@@ -80,6 +92,9 @@ class Predictor:
         engine: str | None = None,
         channels_last: bool = True,
         threads: int | None = None,
+        tile=None,
+        tta: str | None = None,
+        precision: str = "auto",
     ):
         model_path = str(model_path)
         engine = engine or ("onnx" if model_path.lower().endswith(".onnx") else "torch")
@@ -88,16 +103,39 @@ class Predictor:
         if engine == "onnx":
             from .onnx_engine import OnnxEngine
 
+            if precision not in ("auto", "fp32"):
+                raise ValueError(
+                    f"ONNX Runtime runs float32 only; --precision {precision} needs --engine torch"
+                )
             runner = OnnxEngine(model_path, threads=threads)
             class_map, config = runner.class_map, runner.model_config
+        elif engine == "openvino":
+            from .checkpoint import load_checkpoint
+            from .openvino_engine import OpenVinoEngine
+
+            model, class_map, config = load_checkpoint(model_path, device="cpu")
+            runner = OpenVinoEngine(model, resolve_precision(precision, "cpu"), threads=threads)
         else:
             from .checkpoint import load_checkpoint
 
             target = resolve_device(device)
             model, class_map, config = load_checkpoint(model_path, device=target)
-            runner = TorchEngine(model, channels_last=channels_last and target.type == "cpu")
+            runner = TorchEngine(
+                model,
+                channels_last=channels_last and target.type == "cpu",
+                precision=resolve_precision(precision, target),
+            )
         self._setup(engine, runner, class_map, config)
-        self._configure(score_threshold, mask_threshold, max_detections, image_size, classes, proposals)
+        self._configure(
+            score_threshold,
+            mask_threshold,
+            max_detections,
+            image_size,
+            classes,
+            proposals,
+            tile=tile,
+            tta=tta,
+        )
 
     @classmethod
     def from_model(
@@ -106,16 +144,20 @@ class Predictor:
         class_map: ClassMap,
         model_config: ModelConfig,
         channels_last: bool = False,
+        precision: str = "auto",
         **settings,
     ) -> Predictor:
         """A predictor over a torchvision Mask R-CNN in memory (e.g. the model being trained).
 
-        ``settings`` are the test-time keywords of :class:`Predictor` (``score_threshold``...). The model's
+        ``precision`` as in :class:`Predictor`, resolved for the model's device. ``settings`` are the
+        test-time keywords of :class:`Predictor` (``score_threshold``...). The model's
         test-time settings (score threshold, detections, proposals) are set on it; its train/eval mode is
         restored after each prediction.
         """
         predictor = cls.__new__(cls)
-        predictor._setup("torch", TorchEngine(model, channels_last=channels_last), class_map, model_config)
+        resolved = resolve_precision(precision, next(model.parameters()).device)
+        engine = TorchEngine(model, channels_last=channels_last, precision=resolved)
+        predictor._setup("torch", engine, class_map, model_config)
         predictor._configure(**{"proposals": DEFAULT_PROPOSALS, **settings})
         return predictor
 
@@ -132,6 +174,8 @@ class Predictor:
         image_size: int | None = None,
         classes: list[str] | None = None,
         proposals: int | None = None,
+        tile=None,
+        tta: str | None = None,
     ) -> None:
         config = self.model_config
         self.score_threshold = config.score_threshold if score_threshold is None else float(score_threshold)
@@ -144,10 +188,19 @@ class Predictor:
             raise ValueError("max_detections must be >= 1 and image_size >= 32")
         self.labels = None if classes is None else np.array([self.class_map.label(c) for c in classes])
         self.engine.configure(self.score_threshold, self.max_detections, proposals)
+        self.tile = parse_tile(tile) if isinstance(tile, str) else tile
+        if tta is not None and tta not in TTA_MODES:
+            raise ValueError(f"unknown test-time augmentation {tta!r}; valid: {', '.join(TTA_MODES)}")
+        self.tta = tta
 
     @property
     def class_names(self) -> tuple[str, ...]:
         return self.class_map.names
+
+    @property
+    def precision(self):
+        """The :class:`~instaseg.model.precision.Precision` the engine runs in (``.name``, ``.reason``)."""
+        return getattr(self.engine, "precision", None)
 
     @property
     def model(self) -> torch.nn.Module | None:
@@ -168,8 +221,15 @@ class Predictor:
 
         Images that are the same size once resized run as one batch; images of different sizes run
         separately, so that no image's result depends on which others it was batched with (padding to a
-        common size would change GroupNorm statistics and border pixels).
+        common size would change GroupNorm statistics and border pixels). With ``tile`` or ``tta`` set, each
+        image runs on its own (its tiles batch together; :func:`~instaseg.model.tiling.predict_image`).
         """
+        if self.tile is not None or self.tta is not None:
+            return [predict_image(self, image, self.tile, self.tta) for image in images]
+        return self.predict_whole(images)
+
+    def predict_whole(self, images: list[np.ndarray]) -> list[Instances]:
+        """:meth:`predict_arrays` without tiles or TTA: each image resized whole to the model's size."""
         prepared = [prepare_image(im, self.image_size, self.resize) for im in images]
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, p in enumerate(prepared):

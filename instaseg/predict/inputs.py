@@ -107,7 +107,9 @@ def expand_inputs(inputs: list[str]) -> tuple[list[ImageInput], list[tuple[str, 
 def safe_relative_name(name: str) -> str:
     """``name`` as a relative path that stays inside an output folder: no absolute start, no ``..`` or
     ``.`` parts, no empty parts, no control characters."""
-    parts = [storage.safe_file_name(p) for p in name.replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    parts = [
+        storage.safe_file_name(p) for p in name.replace("\\", "/").split("/") if p not in ("", ".", "..")
+    ]
     return "/".join(parts) or "image"
 
 

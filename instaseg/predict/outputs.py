@@ -16,6 +16,7 @@ Layout under the output folder ``OUT`` for an image named ``sub/photo.jpg`` (see
 from __future__ import annotations
 
 import posixpath
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +24,6 @@ import numpy as np
 from .. import render, storage
 from ..core import ClassMap, Instances
 from ..formats.coco_export import instances_to_coco_results
-from ..formats.labelstudio_export import instances_to_label_studio_regions, label_studio_prediction
 from . import check_save_kinds
 from .inputs import ImageInput
 
@@ -90,12 +90,29 @@ class OutputWriter:
         return storage.exists(self.path("parts", image.name))
 
     def write(self, image: ImageInput, pixels: np.ndarray, instances: Instances) -> None:
-        """Write the per-image outputs of one image (pixels: RGB uint8 ``(H, W, 3)`` as predicted)."""
+        """Write the per-image outputs of one image (pixels: RGB uint8 ``(H, W, 3)`` as predicted).
+
+        The overlay is drawn, encoded and written in a second thread while this one makes the masks and
+        the JSON (OpenCV and zlib release the GIL); the part file, which marks the image done, comes last.
+        """
         height, width = pixels.shape[:2]
-        if "overlay" in self.kinds:
-            overlay = render.draw_overlay(pixels, instances, self.class_map)
-            storage.write_bytes(self.path("overlay", image.name), render.encode_jpeg(overlay))
-            del overlay
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            overlay = (
+                pool.submit(self._write_overlay, image, pixels, instances)
+                if "overlay" in self.kinds
+                else None
+            )
+            self._write_masks(image, instances)
+            part = self._part(image, width, height, instances)
+            if overlay is not None:
+                overlay.result()  # raises the overlay's error, if any
+        storage.write_json(self.path("parts", image.name), part)
+
+    def _write_overlay(self, image: ImageInput, pixels: np.ndarray, instances: Instances) -> None:
+        overlay = render.draw_overlay(pixels, instances, self.class_map)
+        storage.write_bytes(self.path("overlay", image.name), render.encode_jpeg(overlay))
+
+    def _write_masks(self, image: ImageInput, instances: Instances) -> None:
         if "binary" in self.kinds:
             data = render.encode_png(render.binary_mask(instances))
             storage.write_bytes(self.path("binary", image.name), data)
@@ -110,17 +127,22 @@ class OutputWriter:
         if "ids" in self.kinds:
             data = render.encode_png(render.instance_id_image(instances))
             storage.write_bytes(self.path("ids", image.name), data)
+
+    def _part(self, image: ImageInput, width: int, height: int, instances: Instances) -> dict:
         part = {"location": image.location, "file_name": image.name, "width": width, "height": height}
         if "json" in self.kinds:
             part["results"] = instances_to_coco_results(instances)
         if "label-studio" in self.kinds:
+            # Imported only when asked for: the brush encoder loads label-studio-sdk (~3 s of imports).
+            from ..formats.labelstudio_export import instances_to_label_studio_regions
+
             options = self.label_studio
             names = {i + 1: name for i, name in enumerate(self.class_map.names)}
             kind = "brushlabels" if options.brush else "polygonlabels"
             part["label_studio"] = instances_to_label_studio_regions(
                 instances, names, kind, options.from_name, options.to_name
             )
-        storage.write_json(self.path("parts", image.name), part)
+        return part
 
     def finish(self, images: list[ImageInput]) -> dict[str, str]:
         """Assemble ``predictions.json`` and ``label_studio.json`` from the part files of ``images``
@@ -149,6 +171,8 @@ class OutputWriter:
         return written
 
     def _task(self, image: ImageInput, part: dict) -> dict:
+        from ..formats.labelstudio_export import label_studio_prediction
+
         options = self.label_studio
         source = options.image_prefix + image.name if options.image_prefix is not None else image.location
         prediction = label_studio_prediction(part["label_studio"], options.model_version)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 
-from ..model.config import DEVICES, check_choice, check_number, dataclass_from_dict
+from ..model.config import DEVICES, PRECISIONS, check_choice, check_number, dataclass_from_dict
 
 # Valid values of the string options; errors list them.
 OPTIMIZERS = ("sgd", "adamw")
@@ -38,7 +38,10 @@ class TrainConfig:
         scheduler: ``"cosine"`` (to 0 at the last step) or ``"step"`` (times ``step_gamma`` every
             ``step_epochs`` epochs), after ``warmup_steps`` optimizer steps of linear warmup.
         grad_clip: max global gradient norm (0 disables clipping).
-        amp: mixed precision; only used on CUDA.
+        amp: mixed precision on CUDA; ``False`` (``--no-amp``) means fp32 on CUDA whatever ``precision`` says.
+        precision: ``"auto"`` (bf16 autocast on CPUs with native bf16, fp16 with gradient scaling on CUDA,
+            fp32 elsewhere), ``"fp32"``, ``"bf16"`` or ``"fp16"``; resolved when the run starts
+            (:func:`~instaseg.model.precision.resolve_precision`). Weights and checkpoints stay float32.
         device: ``"auto"`` (cuda, then mps, then cpu), ``"cpu"``, ``"cuda"`` or ``"mps"``.
         seed: seeds model init, shuffling, augmentation and the samplers of the heads.
         patience: stop after this many epochs without improvement of the selection metric (0: never).
@@ -67,6 +70,7 @@ class TrainConfig:
     step_gamma: float = 0.1
     grad_clip: float = 10.0
     amp: bool = True
+    precision: str = "auto"
     device: str = "auto"
     seed: int = 0
     patience: int = 0
@@ -82,6 +86,7 @@ class TrainConfig:
         check_choice("scheduler", self.scheduler, SCHEDULERS)
         check_choice("augmentation", self.augment, AUGMENTATIONS)
         check_choice("device", self.device, DEVICES)
+        check_choice("precision", self.precision, PRECISIONS)
         check_choice("selection rule", self.select, SELECT_RULES)
         for name in ("epochs", "batch_size", "accumulate"):
             check_number(name, getattr(self, name), 1, 1_000_000, integer=True)

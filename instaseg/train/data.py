@@ -10,6 +10,11 @@ A sample is ``(image, target)`` as torchvision's detection models take them:
 Crowd regions are excluded from training targets (torchvision's losses have no notion of "ignore").
 Boxes are recomputed from the masks after augmentation; instances whose mask vanished (e.g. resized
 below one pixel) are dropped, and an image left without instances is a negative sample (N = 0).
+
+With a crop size (``train --crop``, :mod:`instaseg.train.crops`) a sample is a ``crop x crop`` window of
+the image at native resolution (:func:`record_to_crop_arrays`): only the objects meeting the window are
+decoded, and only inside it, so a 4000x3000 photo with hundreds of objects costs the crop, not hundreds of
+full-size masks.
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ import torch
 
 from ..core import Record
 from ..images import load_image
-from ..masks import box_to_mask, masks_to_boxes
+from ..masks import box_pixels, box_to_mask, masks_to_boxes, rle_to_crop
 from ..problems import DatasetError
 from .augment import reseed
+from .crops import MIN_VISIBLE, crop_window, crops_per_image
 
 
 def record_to_arrays(record: Record) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -32,15 +38,7 @@ def record_to_arrays(record: Record) -> tuple[np.ndarray, np.ndarray, np.ndarray
     (:func:`~instaseg.masks.box_to_mask`, the rasterisation evaluation uses too).
     Raises ``DatasetError`` naming the image when the file's size differs from the record's.
     """
-    if record.image is None:
-        raise DatasetError("image file is missing", image=record.file_name)
-    image = load_image(record.image)
-    if image.shape[:2] != (record.height, record.width):
-        raise DatasetError(
-            f"image is {image.shape[1]}x{image.shape[0]} pixels but the annotations were made "
-            f"for {record.width}x{record.height}; re-export or fix the annotation file",
-            image=record.file_name,
-        )
+    image = _load_checked(record)
     instances = record.instances(crowd=False)
     if instances.has_masks:
         masks = instances.dense_masks().astype(np.uint8)
@@ -50,6 +48,52 @@ def record_to_arrays(record: Record) -> tuple[np.ndarray, np.ndarray, np.ndarray
         )
         masks = masks.reshape(len(instances), record.height, record.width)
     return image, masks, instances.labels
+
+
+def _load_checked(record: Record) -> np.ndarray:
+    if record.image is None:
+        raise DatasetError("image file is missing", image=record.file_name)
+    image = load_image(record.image)
+    if image.shape[:2] != (record.height, record.width):
+        raise DatasetError(
+            f"image is {image.shape[1]}x{image.shape[0]} pixels but the annotations were made "
+            f"for {record.width}x{record.height}; re-export or fix the annotation file",
+            image=record.file_name,
+        )
+    return image
+
+
+def record_to_crop_arrays(
+    record: Record, window: tuple[int, int, int, int], crop: int, min_visible: float = MIN_VISIBLE
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One window ``(y0, x0, y1, x1)`` of a record at native resolution, padded to ``crop x crop``.
+
+    Returns image RGB uint8 ``(crop, crop, 3)`` (black outside the image), masks uint8 ``(N, crop, crop)``
+    and labels int64 ``(N,)``: the non-crowd objects with at least ``min_visible`` of their pixels in the
+    window, their masks clipped to it (a box-only object as its filled box).
+    """
+    y0, x0, y1, x1 = window
+    image = np.zeros((crop, crop, 3), dtype=np.uint8)
+    image[: y1 - y0, : x1 - x0] = _load_checked(record)[y0:y1, x0:x1]
+    masks, labels = [], []
+    for a in record.annotations:
+        bx0, by0, bx1, by1 = box_pixels(a.box, record.height, record.width)
+        if a.iscrowd or bx1 <= x0 or bx0 >= x1 or by1 <= y0 or by0 >= y1:
+            continue
+        if a.rle is not None:
+            part = rle_to_crop(a.rle, y0, x0, y1, x1)
+        else:
+            part = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+            part[max(by0, y0) - y0 : min(by1, y1) - y0, max(bx0, x0) - x0 : min(bx1, x1) - x0] = True
+        visible = int(part.sum())
+        if visible == 0 or visible < min_visible * a.area:
+            continue
+        mask = np.zeros((crop, crop), dtype=np.uint8)
+        mask[: y1 - y0, : x1 - x0] = part
+        masks.append(mask)
+        labels.append(a.label)
+    masks_array = np.array(masks, dtype=np.uint8).reshape(len(masks), crop, crop)
+    return image, masks_array, np.array(labels, dtype=np.int64)
 
 
 def arrays_to_sample(
@@ -91,9 +135,20 @@ class DetectionDataset(torch.utils.data.Dataset):
         records: records whose image file exists (``record.image`` set).
         pipeline: an albumentations pipeline from :mod:`instaseg.train.augment`.
         seed: with :meth:`set_epoch` and the sample index, seeds the augmentation of each sample.
+        crop: samples are ``crop x crop`` windows at native resolution (:mod:`instaseg.train.crops`);
+            ``None``: whole images (the pipeline resizes them).
+        random_crops: with ``crop``, :func:`~.crops.crops_per_image` windows per image, drawn anew each
+            epoch (training), or the same ones every epoch when ``False`` (validation: comparable losses).
     """
 
-    def __init__(self, records: list[Record], pipeline: A.Compose, seed: int = 0):
+    def __init__(
+        self,
+        records: list[Record],
+        pipeline: A.Compose,
+        seed: int = 0,
+        crop: int | None = None,
+        random_crops: bool = True,
+    ):
         missing = [r.file_name for r in records if r.image is None]
         if missing:
             raise DatasetError(f"{len(missing)} image file(s) missing, e.g. {missing[0]}")
@@ -101,17 +156,27 @@ class DetectionDataset(torch.utils.data.Dataset):
         self.pipeline = pipeline
         self.seed = seed
         self.epoch = 0
+        self.crop, self.random_crops = crop, random_crops
+        repeats = [crops_per_image(r.height, r.width, crop) if crop else 1 for r in self.records]
+        self.sample_records = np.repeat(np.arange(len(self.records)), repeats)  # sample -> record
 
     def set_epoch(self, epoch: int) -> None:
         """Use the augmentations of ``epoch`` (call before creating the epoch's DataLoader iterator)."""
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.sample_records)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        record = self.records[index]
-        image, masks, labels = record_to_arrays(record)
+        record = self.records[self.sample_records[index]]
+        if self.crop is None:
+            image, masks, labels = record_to_arrays(record)
+        else:
+            epoch = self.epoch if self.random_crops else 0
+            rng = np.random.default_rng([self.seed, epoch, index, 7])  # 7: the crops' own stream
+            boxes = np.array([a.box for a in record.annotations if not a.iscrowd], np.float32)
+            window = crop_window(record.height, record.width, self.crop, boxes.reshape(-1, 4), rng)
+            image, masks, labels = record_to_crop_arrays(record, window, self.crop)
         reseed(self.pipeline, self.seed, self.epoch, index)
         image, masks = augment_arrays(self.pipeline, image, masks)
         return arrays_to_sample(image, masks, labels, record.image_id)

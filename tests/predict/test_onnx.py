@@ -58,6 +58,8 @@ def test_predict_cli_with_onnx_engine_matches_torch(checkpoint, onnx_model, nucl
                     "0.3",
                     "--threads",
                     "1",
+                    "--precision",
+                    "fp32",  # the export is float32; auto would be bf16 on CPUs with native bf16
                 ]
             )
             == 0

@@ -54,7 +54,7 @@ def _torchvision_forward(model, image: np.ndarray, mask_threshold: float = 0.5):
 def test_same_detections_as_torchvision_forward(checkpoint):
     """At the model's own size (no resize), the Predictor's pixels equal torchvision's model([img])."""
     image = load_image(str(_first_nuclei_png()))[:96, :IMAGE_SIZE]  # a real crop, longest side = 128
-    predictor = Predictor(checkpoint, device="cpu", proposals=None)
+    predictor = Predictor(checkpoint, device="cpu", proposals=None, precision="fp32")
     model, _, _ = load_checkpoint(checkpoint)
     boxes, labels, scores, masks = _torchvision_forward(model, image)
     ours = predictor.predict(image)
@@ -78,7 +78,7 @@ def test_a_model_in_memory_predicts_as_its_checkpoint_and_keeps_its_mode(checkpo
 def test_results_do_not_depend_on_batching(checkpoint, photo, nuclei_paths):
     """Images of different sizes never share a padded batch: each gets exactly what it gets alone (images of
     one size run as one batch, equal to float rounding)."""
-    predictor = Predictor(checkpoint, device="cpu")
+    predictor = Predictor(checkpoint, device="cpu", precision="fp32")
     images = [photo, load_image(str(nuclei_paths[0])), photo[:150, :200], load_image(str(nuclei_paths[1]))]
     together = predictor.predict_arrays(images)
     for k, (image, batched) in enumerate(zip(images, together, strict=True)):

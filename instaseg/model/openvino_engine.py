@@ -1,0 +1,131 @@
+"""The OpenVINO engine of :class:`~instaseg.model.predictor.Predictor` (the interface of
+:class:`~instaseg.model.engine.TorchEngine`): the torch model's :class:`~instaseg.model.engine.DetectorCore`
+(backbone, RPN, ROI heads) converted to OpenVINO and compiled for the CPU.
+
+The test-time settings (score threshold, detections per image, proposals) are fixed in the converted graph,
+so the model is converted when :meth:`OpenVinoEngine.detect` first runs after :meth:`~OpenVinoEngine.configure`
+(half a minute to a minute on a 2-core CPU, once per setting; later images of other sizes reuse it: the graph's
+height and width are dynamic). OpenVINO runs bf16 when the precision is bf16 and OpenVINO reports ``BF16`` among
+the CPU's capabilities (``INFERENCE_PRECISION_HINT``), float32 otherwise (it would fall back to float32
+silently; :attr:`OpenVinoEngine.precision` says what runs). Outputs are float32 either way. Needs the
+``openvino`` package (``pip install 'instaseg[openvino]'``).
+
+Parity (measured with ``openvino`` 2026.4 on a light model trained on DSB nuclei, 4 held-out images and 4 other
+sizes and aspect ratios, float32 on an AVX2 CPU): the same detections as the torch engine, median mask IoU 1.0,
+scores within 2e-6.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+from .engine import DetectorCore, RawDetections
+from .precision import Precision
+
+
+class OpenVinoError(ValueError):
+    """OpenVINO is not installed or cannot convert or compile the model."""
+
+
+def _import_openvino():
+    try:
+        import openvino
+    except ImportError:
+        raise OpenVinoError(
+            "the openvino engine needs the openvino package: pip install 'instaseg[openvino]' (or use "
+            "--engine torch)"
+        ) from None
+    return openvino
+
+
+def openvino_precision(requested: Precision, core) -> Precision:
+    """What OpenVINO runs for ``requested`` (resolved for the CPU): bf16 when it asks for bf16 and ``core``
+    (an ``openvino.Core``) lists ``BF16`` in the CPU's ``OPTIMIZATION_CAPABILITIES``, else float32."""
+    if requested.name != "bf16":
+        why = "" if requested.name == "fp32" else f"; OpenVINO runs {requested.name} as float32"
+        return Precision("fp32", "cpu", f"OpenVINO f32 ({requested.reason}{why})")
+    capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    if "BF16" not in capabilities:
+        return Precision(
+            "fp32",
+            "cpu",
+            f"OpenVINO f32: bf16 was asked for ({requested.reason}) but OpenVINO's CPU capabilities are "
+            f"{', '.join(capabilities)}, without BF16",
+        )
+    return Precision("bf16", "cpu", f"OpenVINO bf16 ({requested.reason})")
+
+
+class OpenVinoEngine:
+    """Runs a torchvision Mask R-CNN with OpenVINO on the CPU, one image per inference.
+
+    Args:
+        model: a ``MaskRCNN`` on the CPU (its test-time settings are changed by :meth:`configure`, as
+            :class:`~instaseg.model.engine.TorchEngine` does).
+        precision: bf16 compiles with ``INFERENCE_PRECISION_HINT=bf16`` when OpenVINO can run bf16 on this CPU;
+            anything else (and bf16 on a CPU OpenVINO runs in float32 only) float32.
+        threads: OpenVINO's inference threads (default: OpenVINO's choice, all cores).
+    """
+
+    def __init__(self, model: nn.Module, precision: Precision, threads: int | None = None):
+        self.openvino = _import_openvino()
+        self.model = model.eval()
+        self.precision = openvino_precision(precision, self.openvino.Core())
+        hint = "bf16" if self.precision.name == "bf16" else "f32"
+        self.properties = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            self.properties["INFERENCE_NUM_THREADS"] = int(threads)
+        self._request = None
+
+    def configure(self, score_threshold: float, max_detections: int, proposals: int | None) -> None:
+        """Set the test-time settings on the torch model; the graph is converted again at the next detect."""
+        heads, rpn = self.model.roi_heads, self.model.rpn
+        heads.score_thresh = float(score_threshold)
+        heads.detections_per_img = int(max_detections)
+        if proposals is not None:
+            rpn._pre_nms_top_n["testing"] = int(proposals)
+            rpn._post_nms_top_n["testing"] = int(proposals)
+        self._request = None
+
+    def _compile(self, example: np.ndarray):
+        """Convert :class:`DetectorCore` (traced on ``example``, any height and width) and compile it."""
+        ov = self.openvino
+        core = DetectorCore(self.model).eval()
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the tracer's warnings about torchvision's data-dependent shapes
+            try:
+                # Traced here without torch's trace check (which runs the model again and compares): the
+                # conversion then takes half the time of ov.convert_model tracing the module itself.
+                example_tensor = torch.from_numpy(example)
+                traced = torch.jit.trace(core, example_tensor, check_trace=False)
+                converted = ov.convert_model(
+                    traced, example_input=example_tensor, input=[ov.PartialShape([1, 3, -1, -1])]
+                )
+                compiled = ov.Core().compile_model(converted, "CPU", self.properties)
+            except Exception as e:  # OpenVINO raises its own exception types
+                raise OpenVinoError(
+                    f"OpenVINO could not convert the model ({str(e).splitlines()[0]})"
+                ) from None
+        return compiled, compiled.create_infer_request()
+
+    def detect(self, images: list[np.ndarray]) -> list[RawDetections]:
+        """Detections for float32 ``(3, h, w)`` normalised images, one inference per image."""
+        results = []
+        for image in images:
+            batch = np.ascontiguousarray(image[None])  # (1, 3, h, w)
+            if self._request is None:
+                self._compiled, self._request = self._compile(batch)
+            outputs = self._request.infer({0: batch})
+            boxes, labels, scores, masks = (outputs[o] for o in self._compiled.outputs)
+            results.append(
+                RawDetections(
+                    torch.from_numpy(np.array(boxes, dtype=np.float32)),
+                    torch.from_numpy(np.array(labels)).long(),
+                    torch.from_numpy(np.array(scores, dtype=np.float32)),
+                    torch.from_numpy(np.array(masks[:, 0], dtype=np.float32)),
+                )
+            )
+        return results

@@ -1,0 +1,51 @@
+"""The OpenVINO engine: parity with the torch engine on real images of several sizes, and what it says it runs."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from instaseg.images import load_image
+from instaseg.model.precision import resolve_precision
+from instaseg.model.predictor import Predictor
+
+openvino = pytest.importorskip("openvino")
+
+from instaseg.model.openvino_engine import openvino_precision  # noqa: E402
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+@pytest.mark.slow  # OpenVINO converts and compiles the model once: ~30-60 s on 2 cores
+def test_openvino_matches_torch_on_real_images_of_other_sizes(checkpoint, nuclei_paths, photo):
+    torch_predictor = Predictor(checkpoint, device="cpu", precision="fp32")
+    openvino_predictor = Predictor(checkpoint, engine="openvino", precision="fp32", threads=2)
+    assert openvino_predictor.engine_name == "openvino" and openvino_predictor.precision.name == "fp32"
+    # the graph is converted at the first image's size; the others have other sizes and aspect ratios
+    images = [load_image(str(nuclei_paths[0])), photo, np.ascontiguousarray(photo[:90])]
+    for image in images:
+        a, b = torch_predictor.predict(image), openvino_predictor.predict(image)
+        assert len(a) == len(b) == 20  # random weights, score threshold 0: the most detections
+        assert b.boxes.dtype == np.float32 and b.image_size == image.shape[:2]
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=0.05)
+        assert min(mask_iou(a.mask(i), b.mask(i)) for i in range(len(a))) >= 0.98
+
+
+def test_openvino_says_whether_it_runs_bf16():
+    core = openvino.Core()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the emulated-bf16 warning of CPUs without bf16
+        asked = resolve_precision("bf16", "cpu")
+    chosen = openvino_precision(asked, core)
+    if "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        assert chosen.name == "bf16"
+    else:  # OpenVINO would silently compute in float32: the engine says so instead
+        assert chosen.name == "fp32" and "without BF16" in chosen.reason
+    fp32 = openvino_precision(resolve_precision("fp32", "cpu"), core)
+    assert fp32.name == "fp32" and fp32.reason.startswith("OpenVINO f32")
