@@ -49,11 +49,23 @@ def evaluate(checkpoint: Path, data: Path, splits: Path) -> dict:
     return json.loads(done.stdout)
 
 
+def without_test(splits: Path, out: Path) -> Path:
+    """The split file with its test images left out of every split: training never sees them, not even to
+    report test losses each epoch (which would spend the budget on them)."""
+    payload = json.loads(splits.read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "train_val_splits.json"
+    path.write_text(json.dumps({"train": payload["train"], "val": payload["val"], "test": []}))
+    return path
+
+
 def train_instaseg(data: Path, splits: Path, minutes: float, out: Path, extra: list[str]) -> dict:
     started = time.monotonic()
+    training_splits = without_test(splits, out.parent)
     done = instaseg(
-        "train", str(data), "--splits", str(splits), "--minutes", str(minutes), "--out", str(out), *extra
-    )
+        "train", str(data), "--splits", str(training_splits), "--minutes", str(minutes), "--out", str(out),
+        *extra,
+    )  # fmt: skip
     if done.returncode != 0:
         sys.exit(f"train failed:\n{done.stderr[-3000:]}")
     rows = list(csv.DictReader(open(out / "metrics.csv")))
@@ -62,11 +74,11 @@ def train_instaseg(data: Path, splits: Path, minutes: float, out: Path, extra: l
         "minutes": (time.monotonic() - started) / 60,
         "epochs": len(rows),
         "steps": int(float(last.get("steps", 0) or 0)),
-        "final_lr": float(last.get("final_lr", last["lr"])),
+        "final_lr": float(last.get("lr_end", last["lr"])),
         "log": [
             line
             for line in done.stdout.splitlines()
-            if line.startswith(("recipe", "precision", "time budget"))
+            if line.startswith(("recipe", "precision", "time budget", "weights"))
         ],
     }
 
@@ -88,6 +100,7 @@ def line(name: str, report: dict, run: dict) -> str:
     return (
         f"{name:22s} mask AP {100 * segm['AP']:5.1f}  AP50 {100 * segm['AP50']:5.1f}  box AP {100 * bbox['AP']:5.1f}"
         f"  steps {run.get('steps', '?')}  epochs {run.get('epochs', 0):.1f}  {run['minutes']:.1f} min"
+        + (f"  final lr {run['final_lr']:.2e}" if "final_lr" in run else "")
     )
 
 

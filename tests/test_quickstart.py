@@ -33,7 +33,9 @@ def test_quickstart_runs_the_whole_pipeline(tmp_path):
         env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "train the light ResNet-18 model from scratch" in result.stdout
+    assert "recipe: architecture maskrcnn_resnet18_fpn from scratch" in result.stdout
+    assert "recipe: image size 256 px" in result.stdout and "limited to 1x on a CPU" in result.stdout
+    assert "time budget: 0.3 minutes" in result.stdout
     assert "mask mAP (test)" in result.stdout and "instaseg serve" in result.stdout
     report = json.loads((out / "evaluation" / "report.json").read_text())
     assert report["images"] == 9 and isinstance(report["segm"]["AP"], float)

@@ -13,18 +13,13 @@ import os
 import time
 from importlib import resources
 
+from ._common import add_precision_argument
+
 HELP = "Run the whole pipeline on the bundled sample: import, split, train, evaluate, masked images."
 
-# Dense images (a sample image holds up to ~200 nuclei): the model keeps this many detections per image,
-# and evaluation counts as many (COCO's default of 100 would cut the densest images short).
+# Dense images (a sample image holds up to ~200 nuclei): evaluation counts this many detections per image
+# (COCO's default of 100 would cut the densest images short); the model's own is chosen by the recipe.
 DETECTIONS = 300
-# Training recipes. With COCO weights, fine-tune the seed's ResNet-50 Mask R-CNN (small nuclei: upscale
-# the 256-pixel images to 512); without them, train the light ResNet-18 model from scratch.
-_PRETRAINED = ["--arch", "maskrcnn_resnet50_fpn", "--weights", "coco", "--image-size", "512"]
-_PRETRAINED += ["--optimizer", "sgd", "--lr", "0.01", "--batch-size", "2"]
-_FROM_SCRATCH = ["--arch", "maskrcnn_resnet18_fpn", "--weights", "none", "--image-size", "256"]
-_FROM_SCRATCH += ["--optimizer", "adamw", "--lr", "0.001", "--batch-size", "2"]
-_TEST_TIME = ["--detections-per-image", str(DETECTIONS)]
 
 
 def sample_dataset_dir() -> str:
@@ -50,21 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "otherwise the light model from scratch",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    add_precision_argument(parser)  # passed on to train, evaluate, predict and serve
     parser.add_argument(
         "--serve", action="store_true", help="start the web demo on the trained model at the end"
     )
     parser.add_argument("--port", type=int, default=7860, help="port of the web demo with --serve")
-
-
-def coco_weights_available() -> bool:
-    """True when torchvision's COCO Mask R-CNN weights are in the cache or can be downloaded now."""
-    from ..model.weights import WeightsError, load_coco_state_dict
-
-    try:
-        load_coco_state_dict("maskrcnn_resnet50_fpn", download=True)
-    except WeightsError:
-        return False
-    return True
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         status = _command(
             ["evaluate", paths["checkpoint"], source, "--split", "test", "--splits", paths["splits"]],
             ["--out", paths["evaluation"], "--max-dets", str(DETECTIONS), "--device", args.device],
+            ["--precision", args.precision],
         )
     if status == 0:
         _step(5, "write masked images of the test images")
@@ -107,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         status = _command(
             ["predict", paths["checkpoint"], *test_images, "--out", paths["masked"]],
             ["--save", "overlay,binary,rgb,json", "--device", args.device],
+            ["--precision", args.precision],
         )
     if status != 0:
         return status
@@ -119,41 +106,27 @@ def run(args: argparse.Namespace) -> int:
         str(args.port),
         "--examples",
         os.path.join(source, "images"),
+        *(["--precision", args.precision] if args.precision != "auto" else []),
     ]
     _print_summary(report, paths, (time.monotonic() - started) / 60, serve)
     return _command(serve, []) if args.serve else 0
 
 
 def _train(args: argparse.Namespace, source: str, paths: dict[str, str]) -> int:
-    """Step 3: ``instaseg train`` with the pretrained recipe when COCO weights can be had, else the light one."""
-    use_coco = args.weights == "coco" or (args.weights == "auto" and coco_weights_available())
-    if use_coco:
-        recipe = _PRETRAINED
-        _step(3, f"fine-tune the COCO-pretrained ResNet-50 Mask R-CNN for {args.minutes:g} minutes")
-    else:
-        recipe = _FROM_SCRATCH
-        _step(3, f"train the light ResNet-18 model from scratch for {args.minutes:g} minutes")
-        if args.weights == "auto":
-            print(
-                "  notice: COCO-pretrained weights are not available (offline, not cached), so the light "
-                "model trains from scratch; see README 'COCO weights on an offline machine'"
-            )
-    # 12 epochs: the cosine schedule then decays within the default budget on a 2-core CPU (a GPU finishes
-    # them sooner); --minutes stops training early on slower machines.
+    """Step 3: ``instaseg train`` with its automatic recipe for the budget (``--arch auto``: COCO
+    fine-tuning when the weights can be had, else the light model from scratch)."""
+    _step(3, f"train with the automatic recipe for {args.minutes:g} minutes (the schedule fits the budget)")
+    weights = [] if args.weights == "auto" else ["--weights", args.weights]
+    if args.weights == "none":
+        weights += ["--arch", "maskrcnn_resnet18_fpn"]
+    if args.weights == "auto":
+        print(
+            "  COCO-pretrained weights are used when cached or downloadable, otherwise the light model trains "
+            "from scratch (see README 'COCO weights on an offline machine')"
+        )
     return _command(
-        [
-            "train",
-            source,
-            "--out",
-            paths["run"],
-            "--splits",
-            paths["splits"],
-            *recipe,
-            *_TEST_TIME,
-            "--epochs",
-            "12",
-        ],
-        ["--minutes", str(args.minutes), "--warmup-steps", "20", "--device", args.device],
+        ["train", source, "--out", paths["run"], "--splits", paths["splits"], *weights],
+        ["--minutes", str(args.minutes), "--device", args.device, "--precision", args.precision],
     )
 
 

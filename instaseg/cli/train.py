@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 from ..model.config import ARCH_NAMES, DEVICES, RESIZE_MODES
-from ..problems import DatasetError
-from ..train.config import AUGMENTATIONS, OPTIMIZERS, SCHEDULERS, SELECT_RULES, default_workers
-from ._common import add_dataset_arguments
+from ..train.config import AUGMENTATIONS, OPTIMIZERS, SCHEDULERS, SELECT_RULES
+from ._common import add_dataset_arguments, add_precision_argument
+from .train_setup import BUDGET_EPOCHS, DEFAULT_EPOCHS, Refused, anchor_sizes
 
 HELP = "Train a Mask R-CNN on an annotated dataset (COCO transfer learning by default); writes RUN_DIR."
 
@@ -28,9 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("model")
     model.add_argument(
         "--arch",
-        default="maskrcnn_resnet50_fpn",
-        choices=ARCH_NAMES,
-        help="architecture; maskrcnn_resnet18_fpn is light enough to train from scratch on a CPU",
+        default="auto",
+        choices=("auto", *ARCH_NAMES),
+        help="architecture. auto (default): the seed's maskrcnn_resnet50_fpn fine-tuned from COCO when its "
+        "weights are cached or downloadable, else maskrcnn_resnet18_fpn (light enough to train from scratch "
+        "on a CPU). Every choice left to auto is printed as 'recipe: ...' with its reason",
     )
     model.add_argument(
         "--weights",
@@ -50,9 +52,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument(
         "--image-size",
         type=int,
-        default=1024,
-        help="longest image side in pixels, for "
-        "training and prediction (the model's own resize uses the same size)",
+        default=None,
+        help="longest image side in pixels, for training and prediction (the model's own resize uses the "
+        "same size). Default: from the object sizes (small objects are upscaled to stay visible, large ones "
+        "shrunk for speed), 256..1024",
+    )
+    model.add_argument(
+        "--crop",
+        metavar="SIZE|auto",
+        default="auto",
+        help="train on random SIZE x SIZE crops at the images' native resolution instead of shrinking "
+        "whole images (large photos with small objects; predict them with --tile); sets --image-size to "
+        "SIZE. auto (default): crops when shrinking to --image-size would make the small objects too "
+        "small; none: whole images",
+    )
+    model.add_argument(
+        "--anchor-sizes",
+        type=anchor_sizes,
+        default=None,
+        metavar="S1,...,S5",
+        help="RPN anchor sizes in pixels at the model's input, one per FPN level. Default: doubling from "
+        "the 10th-percentile object size of the training images (as YOLO's autoanchor fits the boxes)",
     )
     model.add_argument(
         "--resize",
@@ -62,19 +82,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     model.add_argument("--score-threshold", type=float, default=0.05, help="test-time minimum score")
     model.add_argument("--nms-threshold", type=float, default=0.5, help="test-time NMS IoU")
-    model.add_argument("--detections-per-image", type=int, default=100, help="test-time maximum detections")
+    model.add_argument(
+        "--detections-per-image",
+        type=int,
+        default=None,
+        help="test-time maximum detections. Default: 1.5x the most objects on one training image, at least 100",
+    )
     opt = parser.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=int, default=None, help="epochs (default 20)")
-    opt.add_argument("--minutes", type=float, default=None, help="time budget in minutes (default 0: none)")
+    opt.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"epochs (default {DEFAULT_EPOCHS}; with --minutes an upper bound, default {BUDGET_EPOCHS})",
+    )
+    opt.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="time budget in minutes, validation and checkpoints included: warmup + cosine are laid over the "
+        "time, so the learning rate reaches its floor when the budget runs out, on any machine and under any "
+        "load (default: none, the schedule spans --epochs). --resume continues the same budget",
+    )
     opt.add_argument("--batch-size", type=int, default=2)
     opt.add_argument("--accumulate", type=int, default=1, help="batches per optimizer step")
-    opt.add_argument("--lr", type=float, default=0.005, help="peak learning rate")
-    opt.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS)
+    opt.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="peak learning rate (default 0.01 for sgd, 0.001 for adamw)",
+    )
+    opt.add_argument(
+        "--optimizer",
+        default=None,
+        choices=OPTIMIZERS,
+        help="default: sgd to fine-tune COCO weights, adamw from scratch",
+    )
     opt.add_argument("--weight-decay", type=float, default=1e-4)
     opt.add_argument("--scheduler", default="cosine", choices=SCHEDULERS)
     opt.add_argument("--warmup-steps", type=int, default=100)
     opt.add_argument("--grad-clip", type=float, default=10.0, help="max gradient norm (0: off)")
-    opt.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    opt.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA (fp32 there)")
+    add_precision_argument(opt, resumable=True)
     opt.add_argument("--augment", default="default", choices=AUGMENTATIONS)
     opt.add_argument("--patience", type=int, default=0, help="early stopping patience in epochs (0: off)")
     opt.add_argument(
@@ -144,7 +192,7 @@ def _arguments_without_gpus(args: argparse.Namespace) -> list[str]:
     return ["train", *positional, *options]
 
 
-def _select_metric(records, class_map, model_config, context=None):
+def _select_metric(records, class_map, model_config, context=None, precision: str = "auto"):
     """(model, epoch) -> validation mask mAP, through the one prediction path (:class:`Predictor`) and the
     evaluation module. Under torchrun each rank predicts its shard of ``records``; the predictions are
     gathered and every rank scores all of them."""
@@ -153,7 +201,9 @@ def _select_metric(records, class_map, model_config, context=None):
 
     def metric(model, epoch: int) -> float:
         mine = context.shard(records) if context else records
-        predictions = predict_records(Predictor.from_model(model, class_map, model_config), mine)
+        # tile="auto": a model trained on crops predicts large validation images in tiles.
+        predictor = Predictor.from_model(model, class_map, model_config, tile="auto", precision=precision)
+        predictions = predict_records(predictor, mine)
         if context is not None:
             predictions = context.unshard(context.all_gather(predictions))
         value = mask_map(records, class_map, predictions, max_dets=model_config.detections_per_image)
@@ -188,93 +238,17 @@ def run(args: argparse.Namespace) -> int:
         distributed.shutdown(context)
 
 
-class _Refused(Exception):
-    """A training run that cannot start; printed as ``instaseg train: error: ...``, exit status 2."""
-
-
-def _configs(args: argparse.Namespace):
-    """``(run_dir, TrainConfig, ModelConfig, resumed checkpoint or None)`` from the flags (or ``last.pt``)."""
-    from ..model.checkpoint import CHECKPOINT_FORMAT, check_header, read_checkpoint
-    from ..model.config import ModelConfig
-    from ..storage import OutputError, check_output_folder
-    from ..train.config import TrainConfig
-
-    if args.resume:
-        run_dir = Path(args.resume)
-        state = read_checkpoint(run_dir / "last.pt")
-        _, model_config = check_header(state, run_dir / "last.pt")
-        config = TrainConfig.from_dict(state.get("train_config"))
-        config.epochs = args.epochs or config.epochs
-        config.minutes = config.minutes if args.minutes is None else args.minutes
-        return run_dir, config, model_config, state
-    if not args.out:
-        raise _Refused("--out RUN_DIR is required (or --resume RUN_DIR)")
-    run_dir = Path(args.out)
-    try:
-        check_output_folder(str(run_dir), "--out")
-    except OutputError as e:
-        raise _Refused(str(e)) from None
-    if (run_dir / "last.pt").exists():
-        raise _Refused(
-            f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out"
-        )
-    weights = args.weights or ("none" if args.arch == "maskrcnn_resnet18_fpn" else "coco")
-    pretrained = weights != "none"
-    if weights not in ("coco", "none") and Path(weights).is_file():
-        payload = read_checkpoint(weights)
-        if payload.get("format") == CHECKPOINT_FORMAT:  # continue with the checkpoint's layer types
-            pretrained = check_header(payload, weights)[1].pretrained_backbone
-    config = TrainConfig(
-        data=args.data,
-        images=args.images,
-        format=args.format,
-        weights=weights,
-        epochs=args.epochs or 20,
-        batch_size=args.batch_size,
-        accumulate=args.accumulate,
-        lr=args.lr,
-        optimizer=args.optimizer,
-        weight_decay=args.weight_decay,
-        scheduler=args.scheduler,
-        warmup_steps=args.warmup_steps,
-        grad_clip=args.grad_clip,
-        amp=not args.no_amp,
-        device=args.device,
-        seed=args.seed,
-        patience=args.patience,
-        select=args.select,
-        workers=args.workers if args.workers is not None else default_workers(),
-        augment=args.augment,
-        minutes=args.minutes or 0.0,
-        splits=args.splits,
-        split_seed=args.seed,
-    )
-    model_config = ModelConfig(
-        arch=args.arch,
-        image_size=args.image_size,
-        resize=args.resize,
-        pretrained_backbone=pretrained,
-        trainable_backbone_layers=args.trainable_backbone_layers,
-        score_threshold=args.score_threshold,
-        nms_threshold=args.nms_threshold,
-        detections_per_image=args.detections_per_image,
-    )
-    return run_dir, config, model_config, None
-
-
-def _split(args, dataset, config, run_dir: Path, main: bool) -> dict:
-    """Assign the splits (the run's own file on resume, a given file, or seeded fractions), save them as
-    ``run_dir/splits.json`` on a new run, and return ``{split: records}``."""
+def _split(args, dataset, run_dir: Path, main: bool, given: str | None, seed: int) -> dict:
+    """Assign the splits (the run's own file on resume, the ``given`` file, or fractions seeded with
+    ``seed``), save them as ``run_dir/splits.json`` on a new run, and return ``{split: records}``."""
     from ..splits import SplitConfig, assign_splits, load_splits, records_of_split, save_splits
 
     split_file = run_dir / "splits.json"
-    if args.resume or config.splits:
-        load_splits(dataset.records, str(split_file if args.resume else config.splits))
+    if args.resume or given:
+        load_splits(dataset.records, str(split_file if args.resume else given))
     else:
         fractions = {"val": args.val_fraction, "test": args.test_fraction}
-        split = SplitConfig(
-            train=1 - fractions["val"] - fractions["test"], **fractions, seed=config.split_seed
-        )
+        split = SplitConfig(train=1 - fractions["val"] - fractions["test"], **fractions, seed=seed)
         assign_splits(dataset.records, split)
     if not args.resume and main:  # the split is seeded: every rank computed the same one
         names = {
@@ -284,26 +258,29 @@ def _split(args, dataset, config, run_dir: Path, main: bool) -> dict:
     return {s: records_of_split(dataset.records, s) for s in ("train", "val", "test")}
 
 
+def _fail(message: str) -> int:
+    print(f"instaseg train: error: {message}", file=sys.stderr)
+    return 2
+
+
 def _run(args: argparse.Namespace, context) -> int:
-    from ..distributed import StepTrace
     from ..formats.load import load_dataset
     from ..model.checkpoint import CheckpointError
-    from ..model.config import ModelConfig
     from ..model.weights import WeightsError
     from ..train.engine import TrainingError
-    from ..train.fit import fit
-
-    def fail(message: str) -> int:
-        print(f"instaseg train: error: {message}", file=sys.stderr)
-        return 2
+    from .train_setup import new_configs, new_run_dir, resumed_configs
 
     try:
-        run_dir, config, model_config, state = _configs(args)
-    except (_Refused, ValueError, CheckpointError) as e:
-        return fail(str(e))
+        if args.resume:
+            run_dir, config, model_config, state = resumed_configs(args)
+            source = (config.data, config.images, config.format)
+        else:
+            run_dir, state, source = new_run_dir(args), None, (args.data, args.images, args.format)
+    except (Refused, ValueError, CheckpointError) as e:
+        return _fail(str(e))
     main = context is None or context.is_main
     say = print if main else (lambda *values, **options: None)
-    dataset = load_dataset(config.data, config.images, config.format)
+    dataset = load_dataset(*source, args.allow_outside_paths)
     errors = [p for p in dataset.problems if p.level == "error"]
     say(
         f"{dataset.format} dataset {dataset.source}: {len(dataset.present)} images, "
@@ -311,45 +288,52 @@ def _run(args: argparse.Namespace, context) -> int:
         f"{len(dataset.problems)} problems ({len(errors)} errors; see `instaseg check`)"
     )
     if state is not None and tuple(state["class_names"]) != dataset.class_map.names:
-        return fail(
+        return _fail(
             f"{run_dir / 'last.pt'} was trained on classes {list(state['class_names'])}, the dataset "
             f"has {list(dataset.class_map.names)}; resume with the same dataset"
         )
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
-    splits = _split(args, dataset, config, run_dir, main)
+    given, seed = (config.splits, config.split_seed) if state is not None else (args.splits, args.seed)
+    splits = _split(args, dataset, run_dir, main, given, seed)
     say(
         f"split: {', '.join(f'{len(v)} {k}' for k, v in splits.items())} (saved in {run_dir / 'splits.json'})"
     )
     try:
-        model_config = ModelConfig.from_dict(
-            {**model_config.to_dict(), "num_classes": dataset.class_map.num_classes}
-        )
-        select = None
-        if config.select == "map":
-            select = _select_metric(splits["val"], dataset.class_map, model_config, context)
-        result = fit(
-            splits,
-            dataset.class_map,
-            config,
-            model_config,
-            run_dir,
-            resume=bool(args.resume),
-            select_metric=select,
-            progress=True,
-            report=print,
-            download=not args.no_download,
-            distributed=context,
-            sync_batchnorm=args.sync_bn,
-            trace=StepTrace.from_environment(context.rank if context else 0),
-        )
-    except (WeightsError, CheckpointError, TrainingError, ValueError) as e:
-        return fail(str(e))
-    except DatasetError:
-        raise
+        if state is None:
+            config, model_config = new_configs(args, splits["train"], dataset.class_map.num_classes, say)
+        result = _fit(args, context, splits, dataset.class_map, config, model_config, run_dir)
+    except (Refused, WeightsError, CheckpointError, TrainingError, ValueError) as e:
+        return _fail(str(e))
     say(
-        f"{result.stop_reason}; best epoch {result.best_epoch} -> {run_dir / 'best.pt'}; last -> "
-        f"{run_dir / 'last.pt'}; metrics {run_dir / 'metrics.csv'}, curve {run_dir / 'loss_curve.png'}, "
-        f"tensorboard --logdir {run_dir / 'tensorboard'}"
+        f"{result.stop_reason}: {result.steps} optimizer steps ({result.epochs_done:.1f} epochs); best epoch "
+        f"{result.best_epoch} -> {run_dir / 'best.pt'}; last -> {run_dir / 'last.pt'}; metrics "
+        f"{run_dir / 'metrics.csv'}, curve {run_dir / 'loss_curve.png'}, tensorboard --logdir "
+        f"{run_dir / 'tensorboard'}"
     )
     return 0
+
+
+def _fit(args, context, splits, class_map, config, model_config, run_dir):
+    """:func:`~instaseg.train.fit.fit` with the command line's options (and ``--select map``'s metric)."""
+    from ..distributed import StepTrace
+    from ..train.fit import fit
+
+    select = None
+    if config.select == "map":
+        select = _select_metric(splits["val"], class_map, model_config, context, config.precision)
+    return fit(
+        splits,
+        class_map,
+        config,
+        model_config,
+        run_dir,
+        resume=bool(args.resume),
+        select_metric=select,
+        progress=True,
+        report=print,
+        download=not args.no_download,
+        distributed=context,
+        sync_batchnorm=args.sync_bn,
+        trace=StepTrace.from_environment(context.rank if context else 0),
+    )

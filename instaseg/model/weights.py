@@ -70,6 +70,17 @@ def load_coco_state_dict(arch: str, download: bool = True) -> dict[str, torch.Te
         ) from None
 
 
+def coco_weights_available(arch: str = "maskrcnn_resnet50_fpn", download: bool = True) -> tuple[bool, str]:
+    """Whether COCO weights for ``arch`` are in the cache or can be downloaded into it now (a download is
+    tried when ``download``), and why not."""
+    cached = coco_cache_path(arch).is_file()
+    try:
+        load_coco_state_dict(arch, download=download)
+    except WeightsError as e:
+        return False, str(e)
+    return True, "cached" if cached else "downloaded"
+
+
 def transfer_state_dict(
     model: nn.Module,
     state: dict[str, torch.Tensor],

@@ -27,8 +27,16 @@ from ..problems import DatasetError
 from .augment import build_eval_transform, build_train_transform
 from .config import TrainConfig
 from .data import DetectionDataset, make_loader
-from .engine import build_optimizer, build_scheduler, evaluate_losses, train_one_epoch
-from .logs import TensorBoardLog, epoch_summary, write_config
+from .engine import (
+    build_optimizer,
+    build_scheduler,
+    evaluate_losses,
+    train_one_epoch,
+    training_precision,
+    use_channels_last,
+)
+from .logs import TensorBoardLog, budget_line, epoch_summary, write_config
+from .schedule import TrainingClock
 from .state import FitResult, RunState, restore_run, save_checkpoints
 
 # (model, epoch) -> mask mAP on the validation split, higher is better; supplied by the caller (the CLI
@@ -82,12 +90,11 @@ def _train_epoch(
     run: RunState,
     train_set: DetectionDataset,
     epoch: int,
-    deadline: float | None,
     progress: bool,
     trace: Callable[[dict], None] | None,
 ) -> tuple[dict[str, float], bool]:
     """One pass over the training split (with a progress bar on rank 0 when asked); returns the mean
-    losses (averaged over the ranks) and whether the deadline stopped it."""
+    losses (averaged over the ranks) and whether the time budget stopped it."""
     config = run.config
     loader = make_loader(train_set, config.batch_size, True, config.workers, epoch, config.seed, run.shard)
     bar = None
@@ -113,10 +120,11 @@ def _train_epoch(
         run.scaler,
         run.device,
         config,
-        deadline,
+        run.clock.past_deadline if run.clock.limited else None,
         show if bar is not None else None,
         agree=run.distributed.any if run.distributed else None,
         after_batch=after_batch if trace is not None else None,
+        precision=run.precision,
     )
     if bar is not None:
         bar.close()
@@ -133,7 +141,7 @@ def _validate(
     config, row = run.config, {}
     for split, dataset in eval_sets.items():
         loader = make_loader(dataset, config.batch_size, False, config.workers, epoch, config.seed, run.shard)
-        losses = evaluate_losses(run.model, loader, run.device, seed=config.seed)
+        losses = evaluate_losses(run.model, loader, run.device, seed=config.seed, precision=run.precision)
         if run.distributed is not None:  # mean over all batches of all shards
             losses = run.distributed.all_reduce_mean(losses, weight=len(loader))
         row.update({f"{split}_{k}": v for k, v in losses.items()})
@@ -143,14 +151,12 @@ def _validate(
     return row, row["val_loss"]
 
 
-def _stop_reason(
-    run: RunState, epoch: int, stopped: bool, deadline: float | None, stop_after: int | None
-) -> str | None:
+def _stop_reason(run: RunState, epoch: int, stopped: bool, stop_after: int | None) -> str | None:
     """Why training ends after ``epoch``, or ``None`` to go on. Every rank reaches the same decision: the
     values it rests on were averaged across ranks, and the deadline is agreed on."""
     config = run.config
-    past_deadline = deadline is not None and time.monotonic() > deadline
-    if deadline is not None and run.distributed is not None:
+    past_deadline = run.clock.past_deadline()
+    if run.clock.limited and run.distributed is not None:
         past_deadline = run.distributed.any(past_deadline)
     if stopped:
         return f"time budget of {config.minutes:g} minutes reached during epoch {epoch}"
@@ -175,6 +181,7 @@ def _prepare(
     download: bool,
     sync_batchnorm: bool,
     say: Callable[[str], None],
+    clock: TrainingClock,
 ) -> tuple[RunState, DetectionDataset, dict[str, DetectionDataset]]:
     """Check the inputs, build the model, datasets, optimizer and schedule (restored when resuming)."""
     _check_splits(splits)
@@ -195,15 +202,26 @@ def _prepare(
         sync_batchnorm=sync_batchnorm,
         say=say,
     ).to(device)
+    precision = training_precision(config, device)
+    channels_last = use_channels_last(device, precision)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    say(f"precision: {precision.reason}" + ("; channels-last" if channels_last else ""))
     if distributed is not None:  # a distinct stream per rank for the heads' random sampling
         torch.manual_seed(config.seed + distributed.rank)
+    crop = model_config.crop_size  # train --crop: windows at native resolution (instaseg.train.crops)
     train_set = DetectionDataset(
         splits["train"],
         build_train_transform(model_config.image_size, model_config.resize, config.augment),
         seed=config.seed,
+        crop=crop,
     )
     eval_transform = build_eval_transform(model_config.image_size, model_config.resize)
-    eval_sets = {s: DetectionDataset(splits[s], eval_transform) for s in ("val", "test") if splits.get(s)}
+    eval_sets = {
+        s: DetectionDataset(splits[s], eval_transform, crop=crop, random_crops=False)
+        for s in ("val", "test")
+        if splits.get(s)
+    }
     per_rank = math.ceil(len(train_set) / (distributed.world_size if distributed else 1))
     steps_per_epoch = math.ceil(math.ceil(per_rank / config.batch_size) / config.accumulate)
     optimizer = build_optimizer(model, config)
@@ -216,10 +234,12 @@ def _prepare(
         model,
         model,
         optimizer,
-        build_scheduler(optimizer, config, steps_per_epoch),
-        torch.amp.GradScaler(device.type, enabled=config.amp and device.type == "cuda"),
+        build_scheduler(optimizer, config, steps_per_epoch, clock),
+        torch.amp.GradScaler(device.type, enabled=precision.needs_grad_scaler),
         checkpoint_header(list(class_map.names), model_config, config.to_dict()),
-        FitResult(run_dir),
+        FitResult(run_dir, steps_per_epoch=steps_per_epoch),
+        precision=precision,
+        clock=clock,
     )
     if resume:
         restore_run(run, say)
@@ -227,6 +247,32 @@ def _prepare(
         ids = [device.index] if device.type == "cuda" else None
         run.trained = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     return run, train_set, eval_sets
+
+
+def _run_epoch(
+    run, train_set, eval_sets, epoch, select_metric, progress, trace, board, say, stop_after
+) -> bool:
+    """Train, validate, record and save one epoch; True when the run ends after it (reason in the result)."""
+    started = time.monotonic()
+    row: dict = {"epoch": epoch, "lr": run.optimizer.param_groups[0]["lr"]}
+    train_losses, stopped = _train_epoch(run, train_set, epoch, progress, trace)
+    row.update({f"train_{k}": v for k, v in train_losses.items()})
+    closing = run.clock.used()
+    measured, score = _validate(run, eval_sets, epoch, select_metric)
+    row.update(measured, seconds=time.monotonic() - started)
+    row.update(steps=run.scheduler.last_epoch, lr_end=run.optimizer.param_groups[0]["lr"])
+    row["minutes_used"] = run.clock.used() / 60
+    improved = _record_epoch(run, row, score, trace)
+    run.clock.reserve(run.clock.used() - closing)  # the last epoch's validation + checkpoint take as long
+    if run.main:
+        board.write(row)
+        say(epoch_summary(row, run.config.epochs, improved))
+    reason = _stop_reason(run, epoch, stopped, stop_after)
+    run.result.steps = row["steps"]
+    if reason is None:
+        return False
+    run.result.stop_reason = reason
+    return True
 
 
 def _record_epoch(run: RunState, row: dict, score: float, trace: Callable[[dict], None] | None) -> bool:
@@ -257,6 +303,7 @@ def fit(
     distributed: Distributed | None = None,
     sync_batchnorm: bool = False,
     trace: Callable[[dict], None] | None = None,
+    clock: TrainingClock | None = None,
 ) -> FitResult:
     """Train a Mask R-CNN on ``splits["train"]``, validating on ``splits["val"]`` after each epoch.
 
@@ -277,6 +324,8 @@ def fit(
         sync_batchnorm: under DDP on CUDA, BatchNorm statistics over the global batch (SyncBatchNorm).
         trace: called with a dict per training batch (epoch, batch, image ids, losses, a digest of the
             weights) and per checkpoint written; tests use it to check DDP runs.
+        clock: the clock of ``config.minutes`` (default: one started now; a caller may start it earlier so
+            that the budget includes its own work, or give one with another time source).
     """
     run_dir = Path(run_dir)
     main = distributed is None or distributed.is_main
@@ -285,6 +334,7 @@ def fit(
     if config.select == "map" and select_metric is None:
         raise ValueError("select='map' needs a select_metric callable (model, epoch) -> mask mAP")
     say = (report if main else None) or (lambda line: None)
+    clock = clock or TrainingClock(config.minutes)  # a resumed run adds the time it used before
     run, train_set, eval_sets = _prepare(
         splits,
         class_map,
@@ -296,27 +346,19 @@ def fit(
         download=download,
         sync_batchnorm=sync_batchnorm,
         say=say,
+        clock=clock,
     )
     board = None
     if main:
         write_config(run_dir, config.to_dict(), model_config.to_dict(), list(class_map.names))
         board = TensorBoardLog(run_dir, run.start_epoch)
-    deadline = time.monotonic() + 60 * config.minutes if config.minutes else None
+    if clock.limited and main:
+        say(budget_line(config.minutes, clock.used_before, config.epochs))
     try:
         for epoch in range(run.start_epoch + 1, config.epochs + 1):
-            started = time.monotonic()
-            row: dict = {"epoch": epoch, "lr": run.optimizer.param_groups[0]["lr"]}
-            train_losses, stopped = _train_epoch(run, train_set, epoch, deadline, progress, trace)
-            row.update({f"train_{k}": v for k, v in train_losses.items()})
-            measured, score = _validate(run, eval_sets, epoch, select_metric)
-            row.update(measured, seconds=time.monotonic() - started)
-            improved = _record_epoch(run, row, score, trace)
-            if main:
-                board.write(row)
-                say(epoch_summary(row, config.epochs, improved))
-            reason = _stop_reason(run, epoch, stopped, deadline, stop_after)
-            if reason is not None:
-                run.result.stop_reason = reason
+            if _run_epoch(
+                run, train_set, eval_sets, epoch, select_metric, progress, trace, board, say, stop_after
+            ):
                 break
     finally:
         if board is not None:

@@ -83,6 +83,15 @@ class TensorBoardLog:
         self.writer.close()
 
 
+def budget_line(minutes: float, used_before: float, epochs: int) -> str:
+    """The line that says how a time budget shapes the run (:mod:`instaseg.train.schedule`)."""
+    before = f", {used_before / 60:.1f} of them used before this resume" if used_before else ""
+    return (
+        f"time budget: {minutes:g} minutes{before}; the learning rate follows the time used and reaches its "
+        f"floor when the budget runs out (validation and checkpoints included); at most {epochs} epochs"
+    )
+
+
 def epoch_summary(row: dict, epochs: int, best: bool) -> str:
     """The line a person reads after each epoch: losses (validation per component), mAP, lr, seconds."""
     parts = " ".join(f"{n.removeprefix('loss_')[:5]} {row['val_' + n]:.3f}" for n in LOSS_NAMES)

@@ -27,6 +27,10 @@ TYPICAL_OBJECT_PIXELS = 96.0
 # Image sizes a recipe may choose (longest side, multiples of 32). Upscaling beyond 4x the stored size adds
 # no detail; the cap keeps a CPU step within seconds.
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, MAX_UPSCALE = 256, 1024, 4.0
+# On a CPU a step costs about as much as its pixels, so upscaling 2x buys a time budget ~4x fewer steps. From
+# scratch, steps matter most (a budget is hundreds of steps): no upscaling there; fine-tuning COCO weights
+# needs fewer steps and gains from objects nearer COCO's scales: up to 2x.
+CPU_UPSCALE = {"scratch": 1.0, "pretrained": 2.0}
 # Detections kept per image: at least torchvision's 100, and this many times the densest training image.
 DENSITY_MARGIN = 1.5
 
@@ -77,6 +81,8 @@ class Recipe:
     image_size: int
     anchor_sizes: tuple[int, ...]
     detections_per_image: int
+    optimizer: str = "sgd"
+    lr: float = 0.01
     reasons: list[str] = field(default_factory=list)
 
 
@@ -84,11 +90,12 @@ def _round32(value: float) -> int:
     return int(max(32, 32 * round(value / 32)))
 
 
-def choose_image_size(stats: ObjectStats) -> tuple[int, str]:
-    """Longest side the model works at, so that small objects stay visible and typical ones are well sized."""
+def choose_image_size(stats: ObjectStats, max_upscale: float = MAX_UPSCALE) -> tuple[int, str]:
+    """Longest side the model works at, so that small objects stay visible (upscaled by at most
+    ``max_upscale``) and typical ones are well sized."""
     upscale = MIN_OBJECT_PIXELS / max(stats.size_p10, 1e-6)
     if upscale > 1:
-        scale = min(MAX_UPSCALE, upscale)
+        scale = min(max_upscale, upscale)
     else:  # shrink no further than the typical and the small objects allow
         scale = min(
             1.0, max(TYPICAL_OBJECT_PIXELS / stats.size_median, 2 * MIN_OBJECT_PIXELS / stats.size_p10)
@@ -123,18 +130,30 @@ def choose_detections(stats: ObjectStats) -> tuple[int, str]:
     return chosen, why
 
 
-def choose_recipe(stats: ObjectStats, coco_available: bool) -> Recipe:
+def choose_recipe(stats: ObjectStats, coco_available: bool, device_type: str = "cpu") -> Recipe:
     """The automatic recipe. With COCO weights, fine-tune the seed's ResNet-50 Mask R-CNN; without them,
     the light ResNet-18 model trains from scratch (a ResNet-50 from scratch does not converge in a CPU
-    budget: mask AP 0.0 after 15 minutes on DSB nuclei)."""
+    budget: mask AP 0.0 after 15 minutes on DSB nuclei). On ``device_type`` ``"cpu"`` the upscaling of
+    small objects is limited by :data:`CPU_UPSCALE`."""
     if coco_available:
-        arch, weights = "maskrcnn_resnet50_fpn", "coco"
-        why_arch = "architecture maskrcnn_resnet50_fpn fine-tuned from COCO weights (cached or downloadable)"
+        arch, weights, optimizer, lr = "maskrcnn_resnet50_fpn", "coco", "sgd", 0.01
+        why_arch = (
+            "architecture maskrcnn_resnet50_fpn fine-tuned from COCO weights (cached or downloadable), "
+            "SGD lr 0.01 (torchvision's fine-tuning recipe)"
+        )
     else:
-        arch, weights = "maskrcnn_resnet18_fpn", "none"
-        why_arch = "architecture maskrcnn_resnet18_fpn from scratch: no COCO weights available"
-    image_size, why_size = choose_image_size(stats)
+        arch, weights, optimizer, lr = "maskrcnn_resnet18_fpn", "none", "adamw", 0.001
+        why_arch = (
+            "architecture maskrcnn_resnet18_fpn from scratch (no COCO weights available), AdamW lr 0.001 "
+            "(from scratch it converges faster than SGD in a CPU budget)"
+        )
+    limit = (
+        CPU_UPSCALE["pretrained" if coco_available else "scratch"] if device_type == "cpu" else MAX_UPSCALE
+    )
+    image_size, why_size = choose_image_size(stats, limit)
+    if limit < MAX_UPSCALE and MIN_OBJECT_PIXELS / max(stats.size_p10, 1e-6) > limit:
+        why_size += f" (upscaling limited to {limit:g}x on a CPU, where steps cost their pixels)"
     anchors, why_anchors = choose_anchors(stats, image_size)
     detections, why_detections = choose_detections(stats)
     reasons = [why_arch, why_size, why_anchors, why_detections]
-    return Recipe(arch, weights, image_size, anchors, detections, reasons)
+    return Recipe(arch, weights, image_size, anchors, detections, optimizer, lr, reasons)

@@ -25,6 +25,9 @@ import torch
 INITIAL_RESERVE = 0.04
 # The measured validation + checkpoint time is padded by this factor (it varies from epoch to epoch).
 RESERVE_MARGIN = 1.25
+# With a time budget the warmup ends after this share of the training time at the latest (100 warmup steps
+# would be most of a short CPU budget).
+WARMUP_TIME_SHARE = 0.05
 # Learning rate at the floor, as a fraction of the peak: cosine to 0 (the classic schedule).
 FLOOR = 0.0
 
@@ -81,18 +84,22 @@ def schedule_factor(
 ) -> float:
     """The learning rate at optimizer step ``step`` as a fraction of the peak.
 
-    Linear warmup from 0.1 % over ``warmup_steps`` (at most half the steps), then ``"cosine"`` from 1 to
-    :data:`FLOOR` over the larger of the step progress and ``time_progress``, or ``"step"``: ``gamma`` every
-    ``decay_every`` steps.
+    A linear warmup ramp from 0.1 % over ``warmup_steps`` (at most half the steps, and at most
+    :data:`WARMUP_TIME_SHARE` of a time budget) times ``"cosine"`` from 1
+    to :data:`FLOOR` over the larger of the step progress and ``time_progress``, or times ``"step"``
+    (``gamma`` every ``decay_every`` steps). The product reaches the floor when the time runs out even if a
+    budget too short for the warmup ends it.
     """
     warmup = min(warmup_steps, total_steps // 2)
+    ramp = 1.0
     if step < warmup:
-        return 0.001 + (1 - 0.001) * step / warmup
+        done = max(step / warmup, time_progress / WARMUP_TIME_SHARE)
+        ramp = 0.001 + (1 - 0.001) * min(1.0, done)
     if kind == "step":
-        return gamma ** (step // max(1, decay_every))
-    step_progress = (step - warmup) / max(1, total_steps - warmup)
+        return ramp * gamma ** (step // max(1, decay_every))
+    step_progress = max(0, step - warmup) / max(1, total_steps - warmup)
     progress = min(1.0, max(step_progress, time_progress))
-    return FLOOR + (1 - FLOOR) * 0.5 * (1 + math.cos(math.pi * progress))
+    return ramp * (FLOOR + (1 - FLOOR) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def build_schedule(

@@ -16,8 +16,10 @@ from torch import nn
 from ..distributed import Distributed
 from ..model.checkpoint import read_checkpoint, save_atomic
 from ..model.config import ModelConfig
+from ..model.precision import Precision
 from .config import TrainConfig
 from .logs import plot_losses, write_metrics_csv
+from .schedule import TrainingClock
 
 
 @dataclass
@@ -29,6 +31,13 @@ class FitResult:
     best_epoch: int = 0
     best_score: float = math.inf
     stop_reason: str = "finished"
+    steps: int = 0  # optimizer steps taken, over the whole run (a resumed run included)
+    steps_per_epoch: int = 0
+
+    @property
+    def epochs_done(self) -> float:
+        """Passes over the training split the steps amount to (fractional when the budget cut one)."""
+        return self.steps / self.steps_per_epoch if self.steps_per_epoch else 0.0
 
 
 @dataclass
@@ -49,6 +58,8 @@ class RunState:
     result: FitResult
     start_epoch: int = 0
     bad_epochs: int = 0
+    precision: Precision | None = None  # what the forward passes compute in (None: float32)
+    clock: TrainingClock = field(default_factory=lambda: TrainingClock(0))  # the time budget
 
     @property
     def main(self) -> bool:
@@ -85,6 +96,8 @@ def restore_run(run: RunState, say: Callable[[str], None]) -> None:
     run.start_epoch, run.bad_epochs = int(state["epoch"]), int(state["bad_epochs"])
     run.result.history = [dict(row) for row in state["history"]]
     run.result.best_epoch, run.result.best_score = int(state["best_epoch"]), float(state["best_score"])
+    run.result.steps = int(state.get("steps", run.scheduler.last_epoch))
+    run.clock.used_before = float(state.get("seconds_used", 0.0))  # the budget continues where it was
     say(f"resuming {run.run_dir} after epoch {run.start_epoch}")
 
 
@@ -96,7 +109,9 @@ def save_checkpoints(run: RunState, row: dict, improved: bool, trace: Callable[[
         return
     if trace is not None:
         trace({"event": "checkpoint", "epoch": row["epoch"], "best": improved})
-    weights = {k: v.detach().cpu() for k, v in run.model.state_dict().items()}
+    # float32 and in the standard (contiguous) layout, whatever the run computed in (bf16 autocast casts
+    # copies of the weights) and however it stored them (channels-last).
+    weights = {k: v.detach().cpu().contiguous() for k, v in run.model.state_dict().items()}
     metrics = {k: v for k, v in row.items() if isinstance(v, (int, float))}
     checkpoint = {**run.header, "model": weights, "epoch": row["epoch"], "metrics": metrics}
     if improved:
@@ -105,6 +120,8 @@ def save_checkpoints(run: RunState, row: dict, improved: bool, trace: Callable[[
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),
         "scaler": run.scaler.state_dict(),
+        "seconds_used": run.clock.used(),
+        "steps": run.scheduler.last_epoch,
         "rng": _rng_state(run.device),
         **({"rng_ranks": rng_ranks} if rng_ranks else {}),
         "history": run.result.history,

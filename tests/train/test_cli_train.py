@@ -53,6 +53,8 @@ def test_missing_coco_weights_say_how_to_get_them(tmp_path, monkeypatch, capsys)
             "--out",
             str(tmp_path / "run"),
             "--no-download",
+            "--weights",
+            "coco",
             "--splits",
             splits,
             "--device",

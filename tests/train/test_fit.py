@@ -98,3 +98,48 @@ def test_unusable_splits_are_refused(toy, tmp_path):
     bare = [type(r)(r.image, r.file_name, r.width, r.height, [], r.image_id) for r in splits["train"]]
     with pytest.raises(DatasetError, match="nothing to learn from"):
         fit({**splits, "train": bare}, class_map, config(), MODEL, tmp_path)
+
+
+class Ticking:
+    """A clock that advances 0.2 s each time it is read: the schedule's shape, whatever the machine's load."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        self.t += 0.2
+        return self.t
+
+
+@pytest.mark.slow
+def test_a_time_budget_shapes_the_schedule_and_resumes(toy, tmp_path):
+    """--minutes: the learning rate follows the time used and is at its floor when the budget ends (epochs
+    only bound it), and a resumed budgeted run continues the same clock and schedule."""
+    from instaseg.train.schedule import TrainingClock
+
+    class_map, splits = toy
+    budget = config(epochs=10_000, minutes=0.25, warmup_steps=3, lr=0.01)
+    clock = TrainingClock(budget.minutes, now=Ticking())
+    result = fit(splits, class_map, budget, MODEL, tmp_path / "budget", clock=clock)
+    last = result.history[-1]
+    assert "time budget of 0.25 minutes" in result.stop_reason and len(result.history) > 2
+    assert last["lr_end"] < 0.03 * 0.01 and max(r["lr_end"] for r in result.history) > 0.5 * 0.01
+    assert result.steps == last["steps"] > 3 and 0.9 * 15 <= clock.used() <= 15.5, clock.used()
+    rates = [r["lr_end"] for r in result.history]
+    assert all(b <= a for a, b in zip(rates[1:], rates[2:], strict=False))  # decays with the time used
+
+    # stopped after epoch 1 and resumed: the clock goes on from the time used before, to the same floor
+    fit(
+        splits,
+        class_map,
+        budget,
+        MODEL,
+        tmp_path / "resumed",
+        stop_after=1,
+        clock=TrainingClock(0.25, now=Ticking()),
+    )
+    used = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)["seconds_used"]
+    again = TrainingClock(0.25, now=Ticking())
+    resumed = fit(splits, class_map, budget, MODEL, tmp_path / "resumed", resume=True, clock=again)
+    assert 0 < used < 15 and again.used_before == used and again.used() <= 15.5
+    assert resumed.history[-1]["lr_end"] < 0.03 * 0.01 and resumed.steps > resumed.history[0]["steps"]

@@ -163,3 +163,67 @@ def test_light_arch_has_no_coco_weights():
     model = build_model(ModelConfig(arch="maskrcnn_resnet18_fpn", num_classes=1, pretrained_backbone=False))
     with pytest.raises(WeightsError, match="--weights none"):
         apply_weights(model, "maskrcnn_resnet18_fpn", "coco", ("a",), download=False)
+
+
+def test_arch_auto_fine_tunes_the_seeds_resnet50_when_coco_weights_are_cached(tmp_path, monkeypatch):
+    """--arch auto: from scratch with the light model when COCO weights cannot be had; the seed's ResNet-50
+    fine-tuned from COCO once they are in the cache (a stand-in state dict here); flags still win."""
+    import argparse
+
+    from instaseg.cli import train as train_command
+    from instaseg.cli.train_setup import architecture
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    parser = argparse.ArgumentParser()
+    train_command.add_arguments(parser)
+    args = parser.parse_args(["data", "--out", "run", "--no-download"])
+    arch, weights, pretrained, why, _ = architecture(args)
+    assert (arch, weights, pretrained) == ("maskrcnn_resnet18_fpn", "none", False)
+    assert "not in the cache" in why and str(tmp_path) in why
+    path = coco_cache_path("maskrcnn_resnet50_fpn")
+    path.parent.mkdir(parents=True)
+    model = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)
+    torch.save(model.state_dict(), path)
+    assert architecture(args)[:3] == ("maskrcnn_resnet50_fpn", "coco", True)
+    explicit = parser.parse_args(["data", "--out", "run", "--weights", "none"])
+    assert architecture(explicit)[:3] == ("maskrcnn_resnet18_fpn", "none", False)
+
+
+def test_continuing_an_instaseg_checkpoint_keeps_its_sizes_unless_flagged(tmp_path):
+    """--weights CHECKPOINT (what a labelling-loop round does): the recipe does not re-choose the image size,
+    anchors or detections the served model was trained with; flags still override."""
+    import argparse
+
+    from instaseg.cli import train as train_command
+    from instaseg.cli.train_setup import new_configs
+    from instaseg.formats.load import load_dataset
+    from instaseg.train.recipe import choose_recipe, measure_objects
+    from tests.checkpoints import save_light_checkpoint
+
+    checkpoint = save_light_checkpoint(
+        tmp_path / "served.pt",
+        ["nucleus"],
+        192,
+        anchor_sizes=(16, 32, 64, 128, 256),
+        detections_per_image=120,
+    )
+    records = load_dataset("instaseg/sample_data/nuclei").records[:6]
+    parser = argparse.ArgumentParser()
+    train_command.add_arguments(parser)
+    said = []
+    args = parser.parse_args(["data", "--out", "run", "--weights", str(checkpoint)])
+    _, model = new_configs(args, records, 1, said.append)
+    assert (model.arch, model.image_size, model.anchor_sizes) == (
+        "maskrcnn_resnet18_fpn",
+        192,
+        (16, 32, 64, 128, 256),
+    )
+    assert model.detections_per_image == 120 and model.crop_size is None
+    assert any("of " + str(checkpoint) in line for line in said)
+    flagged = parser.parse_args(["d", "--out", "r", "--weights", str(checkpoint), "--image-size", "256"])
+    assert new_configs(flagged, records, 1, said.append)[1].image_size == 256
+    fresh = parser.parse_args(["d", "--out", "r", "--weights", "none"])
+    chosen = new_configs(fresh, records, 1, said.append)[1]  # from the data: small nuclei, upscaled
+    recipe = choose_recipe(measure_objects(records), coco_available=False)
+    assert chosen.image_size == recipe.image_size > max(r.width for r in records) / 2
+    assert chosen.anchor_sizes[0] == 8 and chosen.detections_per_image == recipe.detections_per_image

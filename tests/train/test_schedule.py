@@ -77,3 +77,17 @@ def test_without_budget_the_schedule_is_over_steps():
     assert schedule_factor(10, 100, 10, 0.0) == pytest.approx(1.0)
     assert schedule_factor(100, 100, 10, 0.0) == pytest.approx(0.0, abs=1e-9)
     assert not TrainingClock(0).limited and TrainingClock(0).progress() == 0.0
+
+
+def test_a_budget_shorter_than_the_warmup_still_ends_at_the_floor():
+    fake = FakeTime()
+    clock = TrainingClock(minutes=0.5, now=fake)
+    rates, steps = run(clock, fake, lambda s: 1.0, warmup=100)  # 30 s budget, 100 warmup steps of 1 s
+    assert steps < 100 and rates[-1] < 0.01 * max(rates)
+
+
+def test_the_warmup_takes_a_small_share_of_a_budget():
+    fake = FakeTime()
+    clock = TrainingClock(minutes=1, now=fake)
+    rates, steps = run(clock, fake, lambda s: 1.0, warmup=100)  # 100 warmup steps of 1 s in a 60 s budget
+    assert max(rates[:5]) > 0.9  # warmed up after ~3 s (5 % of the time), not after 100 steps
