@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from ..formats.detect import FORMATS
 from ..formats.limits import LIMITS_HELP
@@ -91,4 +92,15 @@ def add_precision_argument(parser, resumable: bool = False) -> None:
         "without them they are emulated, far slower). Weights and checkpoints stay float32; boxes, masks "
         "and losses are computed in float32; the log says what runs and why"
         + ("; default auto (on --resume: the run's own)" if resumable else ""),
+    )
+
+
+def add_label_studio_arguments(parser: argparse.ArgumentParser) -> None:
+    """URL, ``--project`` and ``--token``: which Label Studio project a command talks to."""
+    parser.add_argument("url", metavar="URL", help="Label Studio server, e.g. http://localhost:8080")
+    parser.add_argument("--project", type=int, required=True, help="project id (in the project's URL)")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("LABEL_STUDIO_API_KEY"),
+        help="API token (Account & Settings; default: $LABEL_STUDIO_API_KEY)",
     )

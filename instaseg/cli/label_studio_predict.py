@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
 from . import UsageError
+from ._common import add_label_studio_arguments
 
 HELP = (
     "Pre-annotate every task of a Label Studio project (predictions API, resumable), with an uncertainty "
@@ -27,13 +27,7 @@ EPILOG = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
-    parser.add_argument("url", metavar="URL", help="Label Studio server, e.g. http://localhost:8080")
-    parser.add_argument("--project", type=int, required=True, help="project id (in the project's URL)")
-    parser.add_argument(
-        "--token",
-        default=os.environ.get("LABEL_STUDIO_API_KEY"),
-        help="API token (Account & Settings; default: $LABEL_STUDIO_API_KEY)",
-    )
+    add_label_studio_arguments(parser)
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument("--model", metavar="CHECKPOINT", help="instaseg checkpoint (.pt) or ONNX export")
     model.add_argument(

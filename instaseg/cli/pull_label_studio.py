@@ -7,6 +7,7 @@ import os
 import sys
 
 from . import UsageError
+from ._common import add_label_studio_arguments
 
 HELP = (
     "Download a Label Studio project's annotations (JSON export) and images into a dataset folder or bucket."
@@ -14,13 +15,7 @@ HELP = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("url", metavar="URL", help="Label Studio server, e.g. http://localhost:8080")
-    parser.add_argument("--project", type=int, required=True, help="project id (in the project's URL)")
-    parser.add_argument(
-        "--token",
-        default=os.environ.get("LABEL_STUDIO_API_KEY"),
-        help="API token (Account & Settings; default: $LABEL_STUDIO_API_KEY)",
-    )
+    add_label_studio_arguments(parser)
     parser.add_argument("--out", required=True, help="dataset folder or bucket URL to write")
 
 

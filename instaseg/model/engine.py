@@ -89,13 +89,8 @@ class TorchEngine:
             self.model.to(memory_format=torch.channels_last)
 
     def configure(self, score_threshold: float, max_detections: int, proposals: int | None) -> None:
-        """Set the ROI heads' score threshold and detection count, and the RPN's test-time proposals."""
-        heads, rpn = self.model.roi_heads, self.model.rpn
-        heads.score_thresh = float(score_threshold)
-        heads.detections_per_img = int(max_detections)
-        if proposals is not None:
-            rpn._pre_nms_top_n["testing"] = int(proposals)
-            rpn._post_nms_top_n["testing"] = int(proposals)
+        """Set the test-time settings (:func:`configure_test_time`)."""
+        configure_test_time(self.model, score_threshold, max_detections, proposals)
 
     def detect(self, images: list[np.ndarray]) -> list[RawDetections]:
         """Detections for float32 ``(3, h, w)`` normalised images (one forward pass for all of them)."""
@@ -127,6 +122,19 @@ class TorchEngine:
             )
             for d in detections
         ]
+
+
+def configure_test_time(
+    model: nn.Module, score_threshold: float, max_detections: int, proposals: int | None
+) -> None:
+    """Set a torchvision Mask R-CNN's ROI-head score threshold and detections per image, and the RPN's
+    test-time proposals (before and after NMS; ``None`` keeps them)."""
+    heads, rpn = model.roi_heads, model.rpn
+    heads.score_thresh = float(score_threshold)
+    heads.detections_per_img = int(max_detections)
+    if proposals is not None:
+        rpn._pre_nms_top_n["testing"] = int(proposals)
+        rpn._post_nms_top_n["testing"] = int(proposals)
 
 
 def prepare_image(image: np.ndarray, image_size: int, resize: str) -> np.ndarray:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .engine import DetectorCore, RawDetections
+from .engine import DetectorCore, RawDetections, configure_test_time
 from .precision import Precision
 
 
@@ -82,12 +82,7 @@ class OpenVinoEngine:
 
     def configure(self, score_threshold: float, max_detections: int, proposals: int | None) -> None:
         """Set the test-time settings on the torch model; the graph is converted again at the next detect."""
-        heads, rpn = self.model.roi_heads, self.model.rpn
-        heads.score_thresh = float(score_threshold)
-        heads.detections_per_img = int(max_detections)
-        if proposals is not None:
-            rpn._pre_nms_top_n["testing"] = int(proposals)
-            rpn._post_nms_top_n["testing"] = int(proposals)
+        configure_test_time(self.model, score_threshold, max_detections, proposals)
         self._request = None
 
     def _compile(self, example: np.ndarray):
