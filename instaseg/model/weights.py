@@ -71,14 +71,15 @@ def load_coco_state_dict(arch: str, download: bool = True) -> dict[str, torch.Te
 
 
 def coco_weights_available(arch: str = "maskrcnn_resnet50_fpn", download: bool = True) -> tuple[bool, str]:
-    """Whether COCO weights for ``arch`` are in the cache or can be downloaded into it now (a download is
-    tried when ``download``), and why not."""
-    cached = coco_cache_path(arch).is_file()
+    """Whether COCO weights for ``arch`` are in the cache (not read here: training reads them once) or can
+    be downloaded into it now (a download is tried when ``download``), and why not."""
+    if coco_cache_path(arch).is_file():
+        return True, "cached"
     try:
         load_coco_state_dict(arch, download=download)
     except WeightsError as e:
         return False, str(e)
-    return True, "cached" if cached else "downloaded"
+    return True, "downloaded"
 
 
 def transfer_state_dict(
