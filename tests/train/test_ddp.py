@@ -31,6 +31,8 @@ ARGUMENTS = [
     "maskrcnn_resnet18_fpn",
     "--image-size",
     "128",
+    "--crop",
+    "none",  # whole images, the same for one and two processes (crops are tested in tests/train/test_crops.py)
     "--epochs",
     "2",
     "--optimizer",
