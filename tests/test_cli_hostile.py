@@ -12,17 +12,9 @@ import zipfile
 import pytest
 
 from instaseg.cli import main
+from tests.test_cli_boundary import one_line_error
 
 from .formats.hostile import FORMATS, write_dataset, write_image
-
-
-def one_line_error(capsys, code: int, *expected: str) -> str:
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    for text in expected:
-        assert text in err, err
-    return err
 
 
 def problem_line(capsys, code: int, *expected: str) -> str:
