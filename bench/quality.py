@@ -119,7 +119,8 @@ def main() -> None:
     run = train_instaseg(data, splits, args.minutes, out / "instaseg", args.extra)
     for text in run["log"]:
         print(text)
-    print(line("instaseg default", evaluate(out / "instaseg" / "best.pt", data, splits), run))
+    name = "instaseg " + (" ".join(args.extra) or "default")
+    print(line(name, evaluate(out / "instaseg" / "best.pt", data, splits), run))
     if args.baseline:
         base = train_baseline(data, splits, args.minutes, out / "torchvision")
         print(line("torchvision default", evaluate(out / "torchvision" / "best.pt", data, splits), base))

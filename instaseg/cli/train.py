@@ -123,7 +123,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--grad-clip", type=float, default=10.0, help="max gradient norm (0: off)")
     opt.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA (fp32 there)")
     add_precision_argument(opt, resumable=True)
-    opt.add_argument("--augment", default="default", choices=AUGMENTATIONS)
+    opt.add_argument(
+        "--augment",
+        default="default",
+        choices=AUGMENTATIONS,
+        help="training augmentations: default (the seed's flips, colour and blur), scale-jitter (default "
+        "plus a zoom of the content by 0.75..1.33), none (resize only)",
+    )
     opt.add_argument("--patience", type=int, default=0, help="early stopping patience in epochs (0: off)")
     opt.add_argument(
         "--select",

@@ -20,6 +20,14 @@ from ..model.config import RESIZE_MODES, check_choice
 from .config import AUGMENTATIONS
 
 
+def scale_jitter(low: float = 0.75, high: float = 1.33) -> A.BasicTransform:
+    """Zoom of the content by ``low..high`` keeping the image size (nearest-neighbour for masks, black
+    borders), applied to half the samples, zooming in as often as out."""
+    return A.Affine(
+        scale=(low, high), keep_ratio=True, balanced_scale=True, border_mode=cv2.BORDER_CONSTANT, p=0.5
+    )
+
+
 def resize_transform(image_size: int, resize: str) -> A.BasicTransform:
     """Longest side to ``image_size`` keeping the aspect ratio (``"keep"``), or ``image_size`` square."""
     check_choice("resize mode", resize, RESIZE_MODES)
@@ -36,11 +44,15 @@ def build_train_transform(image_size: int, resize: str = "keep", augment: str = 
     """The training pipeline.
 
     ``"default"`` is the seed's: horizontal flip, vertical flip, random brightness/contrast, then one of
-    JPEG compression / random gamma / blur / histogram equalisation, then the resize. ``"none"``: resize only.
+    JPEG compression / random gamma / blur / histogram equalisation, then the resize. ``"scale-jitter"``
+    adds, after the resize, a zoom of the content by 0.75..1.33 (half the samples; as likely in as out)
+    that keeps the image size: zooming in cuts objects at the border (empty ones are dropped later),
+    zooming out pads with black. ``"none"``: resize only.
     """
     check_choice("augmentation", augment, AUGMENTATIONS)
     if augment == "none":
         return build_eval_transform(image_size, resize)
+    jitter = [scale_jitter()] if augment == "scale-jitter" else []
     return A.Compose(
         [
             A.HorizontalFlip(p=0.5),
@@ -56,6 +68,7 @@ def build_train_transform(image_size: int, resize: str = "keep", augment: str = 
                 p=0.5,
             ),
             resize_transform(image_size, resize),
+            *jitter,
         ]
     )
 

@@ -15,7 +15,7 @@ from ..model.config import DEVICES, PRECISIONS, check_choice, check_number, data
 # Valid values of the string options; errors list them.
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("cosine", "step")
-AUGMENTATIONS = ("default", "none")
+AUGMENTATIONS = ("default", "scale-jitter", "none")
 SELECT_RULES = ("loss", "map")
 
 

@@ -30,11 +30,12 @@ def check_target(image: torch.Tensor, target: dict, num_classes: int) -> None:
         assert bool(((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])).all())
 
 
+@pytest.mark.parametrize("augment", ["default", "scale-jitter"])
 @pytest.mark.parametrize("resize, size, expected_hw", [("keep", 40, (30, 40)), ("square", 48, (48, 48))])
-def test_augmented_targets_follow_the_image(tmp_path, resize, size, expected_hw):
+def test_augmented_targets_follow_the_image(tmp_path, resize, size, expected_hw, augment):
     masks = rectangles(60, 80, [(5, 5, 30, 20), (40, 30, 70, 55), (0, 50, 12, 60)])
     record = synthetic_record(tmp_path, "a.png", masks, [1, 2, 1])
-    dataset = DetectionDataset([record], build_train_transform(size, resize, "default"), seed=3)
+    dataset = DetectionDataset([record], build_train_transform(size, resize, augment), seed=3)
     flipped = 0
     for epoch in range(12):
         dataset.set_epoch(epoch)
@@ -49,6 +50,21 @@ def test_augmented_targets_follow_the_image(tmp_path, resize, size, expected_hw)
         x0, y0, x1, y1 = target["boxes"][0].tolist()
         flipped += (x0 + x1) / 2 > expected_hw[1] / 2 or (y0 + y1) / 2 > expected_hw[0] / 2
     assert 0 < flipped < 12, "flips never or always applied"
+
+
+def test_scale_jitter_zooms_in_and_out_at_the_same_image_size(tmp_path):
+    # one centred square: its area at the model's input is 16x16 without zoom
+    record = synthetic_record(tmp_path, "a.png", rectangles(64, 64, [(24, 24, 40, 40)]), [1])
+    dataset = DetectionDataset([record], build_train_transform(64, "keep", "scale-jitter"), seed=0)
+    areas = []
+    for epoch in range(40):
+        dataset.set_epoch(epoch)
+        image, target = dataset[0]
+        assert tuple(image.shape[1:]) == (64, 64)
+        check_target(image, target, 1)
+        areas.append(float(target["area"][0]))
+    assert min(areas) < 0.8 * 256 and max(areas) > 1.25 * 256, areas  # zoomed out and in (0.75..1.33 linear)
+    assert sum(a == 256 for a in areas) >= 8, "every sample zoomed: the jitter should apply to about half"
 
 
 def test_same_seed_same_augmentation():
