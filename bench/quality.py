@@ -8,7 +8,8 @@
 Trains ``instaseg train DATA --minutes M`` with nothing else chosen (the automatic recipe) on the split
 file's train/val images, with the whole CPU, evaluates ``best.pt`` on the split file's test images with
 ``instaseg evaluate`` (images never used for training or selection), and prints mask AP, AP50, box AP, the
-steps and epochs the budget bought and the minutes it took. ``--baseline`` runs
+steps and epochs the budget bought and the minutes it took, and the same for ``last.pt`` (the model at
+the end of the schedule). ``--baseline`` runs
 ``bench/torchvision_baseline.py`` for the same minutes and scores it the same way. Run it alone on the
 machine: the budget is wall time.
 """
@@ -36,13 +37,11 @@ def instaseg(*args: str) -> subprocess.CompletedProcess:
 
 
 def evaluate(checkpoint: Path, data: Path, splits: Path) -> dict:
-    """Test-split report of ``checkpoint`` (max-dets = the checkpoint's detections per image)."""
-    import torch
-
-    detections = torch.load(checkpoint, weights_only=True)["model_config"]["detections_per_image"]
+    """Test-split report of ``checkpoint`` (max-dets: evaluate's default, the checkpoint's detections per
+    image)."""
     done = instaseg(
         "evaluate", str(checkpoint), str(data), "--split", "test", "--splits", str(splits),
-        "--max-dets", str(detections), "--no-losses", "--json", "--out", str(checkpoint.parent / "eval-test"),
+        "--no-losses", "--json", "--out", str(checkpoint.parent / f"eval-test-{checkpoint.stem}"),
     )  # fmt: skip
     if done.returncode != 0:
         sys.exit(f"evaluate failed:\n{done.stderr[-3000:]}")
@@ -121,6 +120,8 @@ def main() -> None:
         print(text)
     name = "instaseg " + (" ".join(args.extra) or "default")
     print(line(name, evaluate(out / "instaseg" / "best.pt", data, splits), run))
+    # the last epoch's model too: whether selecting by a few validation images cost or bought AP
+    print(line("  (its last.pt)", evaluate(out / "instaseg" / "last.pt", data, splits), run))
     if args.baseline:
         base = train_baseline(data, splits, args.minutes, out / "torchvision")
         print(line("torchvision default", evaluate(out / "torchvision" / "best.pt", data, splits), base))

@@ -51,17 +51,19 @@ def _check_predict_then_evaluate_scores_as_evaluate(out, report: dict, splits: d
     """The quickstart's trained model: `predict --save json` on the test images, then `evaluate
     --predictions`, gives the AP `evaluate CHECKPOINT` reported (one prediction path, one converter)."""
     from instaseg.cli import main
-    from instaseg.cli.quickstart import DETECTIONS, sample_dataset_dir
+    from instaseg.cli.quickstart import sample_dataset_dir
 
     sample = sample_dataset_dir()
     checkpoint = str(out / "model" / "best.pt")
-    threshold = str(torch_load_header(checkpoint)["model_config"]["score_threshold"])  # as evaluate uses
+    header = torch_load_header(checkpoint)["model_config"]
+    threshold = str(header["score_threshold"])  # as evaluate uses
+    max_dets = str(max(100, header["detections_per_image"]))  # evaluate CHECKPOINT's default
     images = [f"{sample}/{name}" for name in splits["test"]]
     predicted = tmp_path / "predicted"
     common = ["--score-threshold", threshold, "--threads", "2"]
     assert main(["predict", checkpoint, *images, "--out", str(predicted), "--save", "json", *common]) == 0
     evaluation = tmp_path / "by-file"
-    arguments = ["--split", "test", "--splits", str(out / "splits.json"), "--max-dets", str(DETECTIONS)]
+    arguments = ["--split", "test", "--splits", str(out / "splits.json"), "--max-dets", max_dets]
     predictions = str(predicted / "predictions.json")
     assert main(["evaluate", "--predictions", predictions, sample, *arguments, "--out", str(evaluation)]) == 0
     by_file = json.loads((evaluation / "report.json").read_text())

@@ -14,6 +14,7 @@ Two routes to the predictions:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -73,8 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-dets",
         type=int,
-        default=100,
-        help="most detections per image kept by COCO AP/AR (dense scenes such as nuclei need more)",
+        default=None,
+        help="most detections per image kept by COCO AP/AR (default: the checkpoint's detections per "
+        "image, at least COCO's 100; 100 for a predictions file)",
     )
     parser.add_argument("--no-losses", action="store_true", help="skip the per-split losses")
     parser.add_argument(
@@ -91,9 +93,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("give either a CHECKPOINT or --predictions FILE (not both), then DATA")
     if not 0 <= args.score_threshold <= 1 or not 0 < args.iou_threshold <= 1:
         raise UsageError("--score-threshold must be in [0, 1] and --iou-threshold in (0, 1]")
-    if args.max_dets < 1:
+    if args.max_dets is not None and args.max_dets < 1:
         raise UsageError("--max-dets must be at least 1")
-    config = EvaluationConfig(args.score_threshold, args.iou_threshold, args.max_dets)
+    config = EvaluationConfig(args.score_threshold, args.iou_threshold, args.max_dets or 100)
     dataset = load_dataset(args.data, args.images, args.format, args.allow_outside_paths)
     origin = args.checkpoint or args.predictions
     out = args.out or storage.join(storage.parent(origin), f"eval-{args.split}")
@@ -208,6 +210,8 @@ def _from_checkpoint(args, class_map: ClassMap, all_records, records, config, no
     except (CheckpointError, ValueError) as e:
         raise UsageError(str(e)) from None
     print(f"precision: {predictor.precision.reason}", file=sys.stderr)
+    if args.max_dets is None:  # as many as the model may return per image
+        config = dataclasses.replace(config, max_dets=max(100, predictor.max_detections))
     mapping = _label_mapping(predictor.class_names, class_map, args.checkpoint)
     with tqdm(total=len(records), desc="predicting", unit="img", disable=not sys.stderr.isatty()) as bar:
         predictions = predict_records(predictor, records, mapping, progress=lambda done: bar.update(1))

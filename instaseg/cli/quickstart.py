@@ -17,10 +17,6 @@ from ._common import add_precision_argument
 
 HELP = "Run the whole pipeline on the bundled sample: import, split, train, evaluate, masked images."
 
-# Dense images (a sample image holds up to ~200 nuclei): evaluation counts this many detections per image
-# (COCO's default of 100 would cut the densest images short); the model's own is chosen by the recipe.
-DETECTIONS = 300
-
 
 def sample_dataset_dir() -> str:
     """Folder of the bundled sample: a Label Studio COCO export (``result.json`` + ``images/``)."""
@@ -84,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         _step(4, "evaluate best.pt on the held-out test images")
         status = _command(
             ["evaluate", paths["checkpoint"], source, "--split", "test", "--splits", paths["splits"]],
-            ["--out", paths["evaluation"], "--max-dets", str(DETECTIONS), "--device", args.device],
+            ["--out", paths["evaluation"], "--device", args.device],  # max-dets: the model's (recipe's)
             ["--precision", args.precision],
         )
     if status == 0:

@@ -96,3 +96,13 @@ def test_the_run_split_file_applies_only_to_the_run_dataset(tmp_path, capsys):
     assert main([*base, "--split", "test", "--out", str(tmp_path / "test")]) == 2
     err = capsys.readouterr().err
     assert "split file beside the checkpoint describes another dataset" in err and "--split all" in err
+
+
+def test_max_dets_defaults_to_the_checkpoints_detections_per_image(datasets, tmp_path, capsys):
+    # a dense-scene model keeps 250 detections per image: COCO AP must not cut them at 100
+    checkpoint = save_light_checkpoint(tmp_path / "best.pt", ["object"], 128, detections_per_image=250)
+    data = str(datasets / "dsb2018_nuclei_sample")
+    args = ["evaluate", str(checkpoint), data, "--format", "mask-png", "--no-losses", "--json"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["max_dets"] == 250
