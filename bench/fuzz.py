@@ -1,14 +1,17 @@
 """Fuzz the importers (COCO, Label Studio JSON, labelme, VIA), the predictions reader (COCO results, read,
-checked and evaluated) and the brush RLE decoder with many more examples than the test suite, and print the
-outcome counts.
+checked and evaluated), the brush RLE decoder and the Label Studio backend's ``/predict`` body (in-process,
+a light model with random weights, real images over loopback HTTP) with many more examples than the test
+suite, and print the outcome counts.
 
 Each example is a valid document of the format mutated at random places with hostile values (see
 ``tests/formats/fuzz_targets.py``); it must import or be refused with a ``DatasetError`` (brush:
-a ``ValueError``). Any other exception is counted under its type and the first example of each is printed.
+a ``ValueError``; backend: a 200 with one entry per task, or a 4xx with a one-line error, counted as
+imported and refused). Any other exception, or another answer, is counted under its type and the first example of each is printed.
 Runs are reproducible: the same ``--seed`` and ``--examples`` give the same documents.
 
     .venv/bin/python bench/fuzz.py                      # 5,000 examples per target, seed 0
     .venv/bin/python bench/fuzz.py --examples 20000 --targets coco via --seed 3
+    .venv/bin/python bench/fuzz.py --examples 2000 --targets backend
 
 Exit status 1 when any example raised an unexpected exception.
 """
@@ -21,6 +24,7 @@ import sys
 import tempfile
 import time
 import traceback
+from contextlib import ExitStack
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,17 +44,49 @@ from tests.formats.fuzz_targets import (  # noqa: E402
     predictions_document,
 )
 
-TARGETS = (*TEMPLATES, "predictions", "brush")
+TARGETS = (*TEMPLATES, "predictions", "brush", "backend")
+SAMPLE_IMAGES = REPO / "instaseg" / "sample_data" / "nuclei" / "images"
 
 
-def fuzz(target: str, examples: int, random_seed: int, folder: Path) -> tuple[collections.Counter, dict]:
-    """``(outcome counts, first failing example and traceback per exception type)`` of one target."""
+def start_backend(stack: ExitStack, tmp: Path):
+    """``(test client of the backend, URL of a real image)``: a light checkpoint with random weights, the
+    sample images over loopback HTTP; closed with ``stack``."""
+    import logging
+
+    from tests.app.backend_fuzz import backend_client, serve_images
+    from tests.checkpoints import save_light_checkpoint
+
+    logging.getLogger("instaseg.ls_backend").setLevel(logging.ERROR)  # not a line per refused task
+
+    checkpoint = save_light_checkpoint(
+        tmp / "light.pt", ["nucleus"], 256, score_threshold=0.05, detections_per_image=20
+    )
+    base = stack.enter_context(serve_images(SAMPLE_IMAGES))
+    client = stack.enter_context(backend_client(checkpoint))
+    return client, f"{base}/{sorted(SAMPLE_IMAGES.glob('*.png'))[0].name}"
+
+
+def check_backend(backend, body) -> str:
+    from tests.app.backend_fuzz import backend_predict_answer
+
+    return "refused" if backend_predict_answer(backend[0], body) == "refused" else "imported"
+
+
+def fuzz(
+    target: str, examples: int, random_seed: int, folder: Path, backend=None
+) -> tuple[collections.Counter, dict]:
+    """``(outcome counts, first failing example and traceback per exception type)`` of one target
+    (``backend``: :func:`start_backend`'s pair, for the backend target)."""
     counts: collections.Counter = collections.Counter()
     failures: dict[str, tuple[str, str]] = {}
     templates = {
         **{name: template for name, (template, _) in TEMPLATES.items()},
         "predictions": predictions_document,
     }
+    if target == "backend":
+        from tests.app.backend_fuzz import backend_predict_body
+
+        templates["backend"] = lambda: backend_predict_body(backend[1])
     strategy = brush_cases() if target == "brush" else mutated(templates[target])
 
     @seed(random_seed)
@@ -66,6 +102,8 @@ def fuzz(target: str, examples: int, random_seed: int, folder: Path) -> tuple[co
         try:
             if name == "brush":
                 outcome = decode_brush(*case)
+            elif name == "backend":
+                outcome = check_backend(backend, case)
             elif name == "predictions":
                 outcome = check_predictions_document(case, folder)
             else:
@@ -88,14 +126,15 @@ def main() -> int:
     parser.add_argument("--targets", nargs="+", choices=TARGETS, default=list(TARGETS))
     args = parser.parse_args()
     bad = 0
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         folder = make_folder(Path(tmp) / "data")
+        backend = start_backend(stack, Path(tmp)) if "backend" in args.targets else None
         print(
             f"{'target':<18} {'examples':>8} {'imported':>9} {'refused':>8} {'unexpected':>10} {'seconds':>8}"
         )
         for target in args.targets:
             start = time.perf_counter()
-            counts, failures = fuzz(target, args.examples, args.seed, folder)
+            counts, failures = fuzz(target, args.examples, args.seed, folder, backend)
             unexpected = sum(n for k, n in counts.items() if k.startswith("UNEXPECTED"))
             bad += unexpected
             print(

@@ -152,10 +152,18 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
         raise ImageError(f"{name}: corrupt or truncated image ({e})") from None
 
 
+def read_image_bytes(location: str) -> bytes:
+    """The bytes of an image file (path or URL); ``ImageError`` saying why they cannot be read (missing,
+    a folder, a FIFO or device, permission, an unreachable host or bucket)."""
+    try:
+        return storage.read_bytes(location)
+    except OSError as e:
+        reason = e.strerror or str(e) or type(e).__name__
+        raise ImageError(f"{location}: cannot read ({reason})") from None
+    except Exception as e:  # remote file systems raise their own errors (HTTP, credentials...)
+        raise ImageError(f"{location}: cannot read ({str(e) or type(e).__name__})") from None
+
+
 def load_image(location: str) -> np.ndarray:
     """Read and decode an image from a path or URL: RGB uint8 ``(H, W, 3)`` as displayed (EXIF applied)."""
-    try:
-        data = storage.read_bytes(location)
-    except (OSError, FileNotFoundError) as e:
-        raise ImageError(f"{location}: cannot read ({e})") from None
-    return decode_image(data, location)
+    return decode_image(read_image_bytes(location), location)

@@ -21,11 +21,20 @@ class Problem:
 
     def __str__(self) -> str:
         where = ", ".join(
-            f"{k} {v}"
+            f"{k} {_short(v)}"
             for k, v in (("file", self.file), ("image", self.image), ("annotation", self.annotation))
             if v is not None
         )
         return f"{self.level}: {self.message}" + (f" ({where})" if where else "")
+
+
+def _short(value, limit: int = 160) -> str:
+    """``value`` as text, its middle elided past ``limit`` characters (a 400-digit id, a hostile name);
+    ``to_dict`` keeps the whole value."""
+    text = str(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 20]}...{text[-12:]} ({len(text)} characters)"
 
 
 class DatasetError(Exception):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -41,7 +42,8 @@ def test_check_json_export_gives_the_same_counts(datasets):
     assert summary["categories"] == {"Chair": 5, "Painting": 20, "Plant": 14, "Sofa": 9, "Table": 17}
 
 
-def test_check_human_summary_and_exit_1_on_errors(tmp_path, capsys):
+def write_coco_with_an_unknown_category(tmp_path) -> Path:
+    """One image, one good annotation and one (id 2) of an undeclared category: an import error."""
     coco = {
         "images": [{"id": 1, "file_name": "a.png", "width": 10, "height": 10}],
         "categories": [{"id": 1, "name": "thing"}],
@@ -66,6 +68,11 @@ def test_check_human_summary_and_exit_1_on_errors(tmp_path, capsys):
 
     Image.new("RGB", (10, 10)).save(tmp_path / "a.png")
     (tmp_path / "ann.json").write_text(json.dumps(coco))
+    return tmp_path / "ann.json"
+
+
+def test_check_human_summary_and_exit_1_on_errors(tmp_path, capsys):
+    write_coco_with_an_unknown_category(tmp_path)
     assert main(["check", str(tmp_path / "ann.json")]) == 1
     out = capsys.readouterr().out
     assert "instances: 1 in present images" in out and "1 errors" in out and "annotation 2" in out
@@ -120,3 +127,12 @@ def test_split_command_writes_a_reproducible_split(datasets, tmp_path):
     first = json.loads((tmp_path / "a.json").read_text())
     assert first == json.loads((tmp_path / "b.json").read_text())
     assert sum(len(first[s]) for s in ("train", "val", "test")) == 13
+
+
+def test_split_writes_the_split_and_exits_1_when_the_dataset_has_errors(tmp_path, capsys):
+    data = write_coco_with_an_unknown_category(tmp_path)
+    assert main(["split", str(data), "--out", str(tmp_path / "s.json")]) == 1
+    captured = capsys.readouterr()
+    assert "annotation 2" in captured.err and "problems: 1 errors" in captured.out
+    split = json.loads((tmp_path / "s.json").read_text())
+    assert sum(len(split[s]) for s in ("train", "val", "test")) == 1

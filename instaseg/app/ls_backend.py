@@ -22,7 +22,10 @@ starts and finishes on it, so requests in flight end on the old model and the ne
 
 Bad requests get a 4xx JSON ``{"error": message}``: 400 malformed JSON, 422 a request or label config
 this backend cannot use, 424 a task image that cannot be fetched or decoded, 401 without the basic-auth
-credentials when they are required. Unexpected failures give 500 with a one-line message, no traceback.
+credentials when they are required. In a batch, a task whose image cannot be fetched, decoded or found
+gets ``{"error": message}`` in its place of ``results`` and the other tasks their predictions; only when
+every task fails does the whole request fail (:func:`batch_answer`). Unexpected failures give 500 with a
+one-line message, no traceback.
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
 import logging
 import threading
 from collections import Counter
@@ -44,6 +46,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from ..formats.labelstudio_export import instances_to_label_studio_regions, label_studio_prediction
+from ..storage import parse_json
 from .ls_client import LabelStudioClient, LabelStudioError
 from .ls_protocol import LabelConfigError, LabelTarget, parse_label_config
 from .service import InputError, ModelService, decode_upload
@@ -65,8 +68,8 @@ class RequestProblem(Exception):
 async def _json_body(request: Request) -> dict:
     raw = await request.body()
     try:
-        body = json.loads(raw or b"null")
-    except ValueError as e:
+        body = parse_json(raw or b"null", "the request body")
+    except ValueError as e:  # malformed, not UTF-8, nested too deeply, a number of thousands of digits
         raise RequestProblem(400, f"the request body is not valid JSON ({e})") from None
     if not isinstance(body, dict):
         raise RequestProblem(422, f"the request body must be a JSON object, got {type(body).__name__}")
@@ -219,6 +222,15 @@ class Backend:
         )
         return label_studio_prediction(regions, service.version, prediction_score(uncertainty))
 
+    def predict_or_report(self, service: ModelService, task, target: LabelTarget, client) -> dict:
+        """:meth:`predict_task`, or ``{"error", "status"}`` when this task's image cannot be used: one bad
+        task does not fail the others of its batch."""
+        try:
+            return self.predict_task(service, task, target, client)
+        except RequestProblem as e:
+            logger.warning("%s", e)
+            return {"error": str(e), "status": e.status}
+
     def webhook(self, body: dict) -> dict:
         action = body.get("action")
         if not isinstance(action, str):
@@ -231,6 +243,23 @@ class Backend:
         else:
             training = self.loop.on_event(action, body.get("project"))
         return {"status": "ok", "action": action, "received": received, "training": training}
+
+
+def batch_answer(results: list[dict], model_version: str) -> dict:
+    """The ``/predict`` answer for one result per task (in the tasks' order).
+
+    A task that failed keeps its place as ``{"error": message}`` with no ``result``: Label Studio skips such
+    an entry (and logs it) and saves the other tasks' predictions. When every task failed (a batch of one
+    included), the request fails with the first task's status and all messages.
+    """
+    failed = [r for r in results if "error" in r]
+    if results and len(failed) == len(results):
+        messages = "; ".join(r["error"] for r in failed[:5])
+        more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
+        prefix = f"all {len(failed)} tasks failed: " if len(failed) > 1 else ""
+        raise RequestProblem(failed[0]["status"], prefix + messages + more)
+    answers = [{"error": r["error"]} if "error" in r else r for r in results]
+    return {"results": answers, "model_version": model_version}
 
 
 def create_backend(
@@ -337,10 +366,10 @@ def _add_routes(app: FastAPI, backend: Backend) -> None:
         client = backend.client_for(body.get("project"))
         # The model runs in a worker thread so that /health keeps answering during a long prediction.
         results = [
-            await run_in_threadpool(backend.predict_task, service, task, target, client)
+            await run_in_threadpool(backend.predict_or_report, service, task, target, client)
             for task in body["tasks"]
         ]
-        return {"results": results, "model_version": service.version}
+        return batch_answer(results, service.version)
 
     @app.post("/webhook")
     async def webhook(request: Request) -> dict:

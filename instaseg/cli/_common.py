@@ -4,9 +4,21 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from ..formats.detect import FORMATS
 from ..formats.limits import LIMITS_HELP
+
+
+def print_problems(problems: list, shown: int = 20) -> tuple[int, int]:
+    """Print the first ``shown`` import problems on stderr (``check`` lists all); returns
+    ``(errors, warnings)``."""
+    for problem in problems[:shown]:
+        print(problem, file=sys.stderr)
+    if len(problems) > shown:
+        print(f"... and {len(problems) - shown} more problems (instaseg check lists all)", file=sys.stderr)
+    errors = sum(1 for p in problems if p.level == "error")
+    return errors, len(problems) - errors
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from .. import storage
 from . import UsageError
-from ._common import add_dataset_arguments
+from ._common import add_dataset_arguments, print_problems
 
 HELP = "Convert an annotated dataset (COCO, Label Studio, labelme, VIA, mask PNGs) to canonical COCO JSON."
 
 # Problems printed before "... and N more".
-_SHOWN_PROBLEMS = 20
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,20 +51,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     dataset = load_dataset(args.data, args.images, args.format, args.allow_outside_paths)
     written = write_coco(dataset, args.destination, mask_format=args.masks, copy_images=args.copy_images)
-    errors = [p for p in dataset.problems if p.level == "error"]
-    warnings = len(dataset.problems) - len(errors)
-    for problem in dataset.problems[:_SHOWN_PROBLEMS]:
-        print(problem, file=sys.stderr)
-    if len(dataset.problems) > _SHOWN_PROBLEMS:
-        print(
-            f"... and {len(dataset.problems) - _SHOWN_PROBLEMS} more problems (instaseg check lists all)",
-            file=sys.stderr,
-        )
+    errors, warnings = print_problems(dataset.problems)
     missing = f" ({len(dataset.missing)} missing, not written)" if dataset.missing else ""
     print(
         f"{dataset.format} -> COCO: {len(dataset.present)} images{missing}, {dataset.num_instances()} "
         f"instances, {dataset.class_map.num_classes} classes written to {written}"
-        f"{' with images copied' if args.copy_images else ''}; problems: {len(errors)} errors, "
+        f"{' with images copied' if args.copy_images else ''}; problems: {errors} errors, "
         f"{warnings} warnings"
     )
     return 1 if errors else 0

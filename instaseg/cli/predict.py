@@ -114,13 +114,9 @@ def _parse_save(value: str) -> list[str]:
 
 def _load(location: str):
     """``(pixels RGB uint8 (H, W, 3), note or None)``; ``ImageError`` when unreadable or undecodable."""
-    from .. import storage
-    from ..images import ImageError, decode_image, read_header
+    from ..images import decode_image, read_header, read_image_bytes
 
-    try:
-        data = storage.read_bytes(location)
-    except Exception as e:  # missing file, unreachable host or bucket, permission
-        raise ImageError(f"{location}: cannot read ({type(e).__name__}: {e})") from None
+    data = read_image_bytes(location)
     mode = read_header(data, location).mode
     pixels = decode_image(data, location)
     note = None if mode in _PLAIN_MODES else f"{mode} image converted to 8-bit RGB"

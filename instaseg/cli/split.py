@@ -6,9 +6,12 @@ import argparse
 
 from .. import storage
 from ..splits import SplitConfig, assign_splits, save_splits
-from ._common import add_dataset_arguments
+from ._common import add_dataset_arguments, print_problems
 
-HELP = "Split a dataset's present images into train/val/test (deterministic) and save the split as JSON."
+HELP = (
+    "Split a dataset's present images into train/val/test (deterministic) and save the split as JSON; "
+    "exits 1 (after writing it) when the dataset has errors, as check does."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +40,10 @@ def run(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.data, args.images, args.format, args.allow_outside_paths)
     splits = assign_splits(dataset.records, config)
     save_splits(splits, args.out, config)
+    errors, warnings = print_problems(dataset.problems)
     counts = ", ".join(f"{name} {len(files)}" for name, files in splits.items())
-    print(f"split {len(dataset.present)} images: {counts} -> {args.out}")
-    return 0
+    print(
+        f"split {len(dataset.present)} images: {counts} -> {args.out}; "
+        f"problems: {errors} errors, {warnings} warnings"
+    )
+    return 1 if errors else 0

@@ -21,6 +21,8 @@ import pytest
 
 from tests.conftest import REPO
 
+from .backend_fuzz import serve_images
+
 CHROMIUM = Path(os.environ.get("INSTASEG_CHROMIUM", "/usr/bin/chromium"))
 LS_VENV = Path(os.environ.get("INSTASEG_LS_VENV", REPO / ".venv-ls"))
 SAMPLE_IMAGES = REPO / "instaseg" / "sample_data" / "nuclei" / "images"
@@ -102,6 +104,14 @@ def checkpoint(tmp_path_factory) -> Path:
 def sample_image() -> Path:
     """A real 256x256 nuclei image (CC0, bundled)."""
     return sorted(SAMPLE_IMAGES.glob("*.png"))[0]
+
+
+@pytest.fixture(scope="session")
+def image_server():
+    """The bundled sample images over plain HTTP on a free loopback port (a thread): its base URL, e.g.
+    ``URL/<name>.png`` is a real 256x256 nuclei image."""
+    with serve_images(SAMPLE_IMAGES) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

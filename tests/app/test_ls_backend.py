@@ -104,3 +104,27 @@ def test_health_and_webhook(backend_url):
     assert status == 200 and answer["action"] == "ANNOTATION_CREATED" and answer["received"] >= 1
     status, answer = post(url + "/webhook", {"project": {}}, auth)
     assert status == 422 and "action" in answer["error"]
+
+
+def test_one_unreachable_image_fails_only_its_task(backend_url, image_server, sample_image):
+    """A batch of a fetchable image, an unreachable one and a task without an image: the first is
+    predicted, the other two keep their places as errors (Label Studio skips entries without a
+    ``result``); a batch where every task fails is refused as a whole."""
+    url, auth = backend_url
+    tasks = [
+        {"id": 1, "data": {"image": f"{image_server}/{sample_image.name}"}},
+        {"id": 2, "data": {"image": "http://127.0.0.1:9/data/upload/1/gone.png"}},  # refused at once
+        {"id": 3, "data": {"text": "no image"}},
+    ]
+    status, answer = post(url + "/predict", {"tasks": tasks, "label_config": POLYGON_CONFIG}, auth)
+    assert status == 200, answer
+    first, unreachable, imageless = answer["results"]
+    assert first["result"] and all(r["type"] == "polygonlabels" for r in first["result"])
+    assert "result" not in unreachable and unreachable["error"].startswith("task 2: cannot fetch the image")
+    assert "result" not in imageless and "task 3" in imageless["error"]
+
+    status, answer = post(url + "/predict", {"tasks": tasks[1:], "label_config": POLYGON_CONFIG}, auth)
+    assert status == 424, answer
+    assert (
+        answer["error"].startswith("all 2 tasks failed: task 2: cannot fetch") and "task 3" in answer["error"]
+    )

@@ -12,6 +12,7 @@ from pycocotools import mask as coco_mask
 
 from instaseg.formats.geometry import checked_counts, rle_string_counts
 from instaseg.formats.limits import MAX_IMAGE_PIXELS, MAX_OBJECTS_PER_IMAGE
+from instaseg.formats.load import load_dataset
 from instaseg.problems import DatasetError
 
 from .hostile import FORMATS, has, problems_of, write_dataset
@@ -207,3 +208,15 @@ def test_ids_as_huge_numbers_import_or_are_reported_in_short_lines(tmp_path, for
         ]
     else:
         assert problems == []
+
+
+def test_a_problem_line_elides_a_huge_annotation_id(tmp_path):
+    """A 401-digit annotation id of an annotation that is wrong (an undeclared category): the printed problem
+    keeps its start and end and says how long it is; ``to_dict`` (``check --json``) keeps the whole id."""
+    document = FORMATS["coco"][0]()
+    document["annotations"][0].update(id=HUGE, category_id=999)
+    dataset = load_dataset(str(write_dataset(tmp_path, "coco", document)), format="coco")
+    (problem,) = [p for p in dataset.problems if p.level == "error"]
+    line = str(problem)
+    assert "(401 characters)" in line and str(HUGE) not in line, line
+    assert str(problem.to_dict()["annotation"]) == str(HUGE)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import cv2
@@ -213,8 +214,9 @@ def test_label_studio_polygons_and_brush(checkpoint, nuclei_paths, tmp_path):
             assert iou > 0.85
 
 
-def test_missing_glob_and_unreachable_url_are_counted(checkpoint, nuclei_paths, tmp_path, capsys):
+def test_missing_glob_unreachable_url_and_fifo_are_counted(checkpoint, nuclei_paths, tmp_path, capsys):
     out = tmp_path / "out"
+    os.mkfifo(tmp_path / "pipe.png")  # reading it would block
     code = main(
         [
             "predict",
@@ -222,6 +224,7 @@ def test_missing_glob_and_unreachable_url_are_counted(checkpoint, nuclei_paths, 
             str(nuclei_paths[0]),
             str(tmp_path / "nothing" / "*.jpg"),
             "http://127.0.0.1:9/missing.jpg",
+            str(tmp_path / "pipe.png"),
             "--out",
             str(out),
             "--threads",
@@ -229,11 +232,13 @@ def test_missing_glob_and_unreachable_url_are_counted(checkpoint, nuclei_paths, 
         ]
     )
     captured = capsys.readouterr()
-    assert code == 1 and "predicted 1 image(s)" in captured.out and "2 failed" in captured.out
+    assert code == 1 and "predicted 1 image(s)" in captured.out and "3 failed" in captured.out
     assert (
         "no image files in this glob" in captured.err
         and "127.0.0.1:9/missing.jpg: cannot read" in captured.err
+        and "pipe.png: cannot read (not a regular file" in captured.err
     )
+    assert "Error" not in captured.err  # reasons in words, not exception class names
 
 
 def test_bad_options_are_usage_errors(checkpoint, nuclei_paths, tmp_path, capsys):

@@ -1,0 +1,58 @@
+"""Property-based fuzzing of the Label Studio backend's ``/predict`` body (in-process, the real model).
+
+A valid request (a fetchable image, an unreachable one, the polygon label config) is mutated at random
+places with the importers' hostile values (:func:`tests.formats.fuzz_targets.mutated`: huge numbers, NaN,
+deep nesting, paths, URLs, wrong types). Every answer must be a 200 with one entry per task or a 4xx with
+a one-line ``{"error": ...}``: never a 500. ``bench/fuzz.py --targets backend`` runs many more examples.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from ..formats.fuzz_targets import mutated
+from .backend_fuzz import backend_client, backend_predict_answer, backend_predict_body
+
+BUDGET = settings(
+    max_examples=120,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
+)
+
+
+@pytest.fixture(scope="module")
+def client(checkpoint):
+    with backend_client(checkpoint) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def image_url(image_server, sample_image) -> str:
+    return f"{image_server}/{sample_image.name}"
+
+
+def test_mutated_predict_bodies_get_answers_or_a_4xx(client, image_url):
+    outcomes = []
+
+    @BUDGET
+    @given(mutated(lambda: backend_predict_body(image_url)))
+    def run(body):
+        outcomes.append(backend_predict_answer(client, body))
+
+    run()
+    # The budget reaches both: mutations that leave a task to predict and ones that refuse the request.
+    assert {"partly predicted", "refused"} <= set(outcomes), outcomes
+
+
+def test_the_unmutated_body_predicts_one_task_and_reports_the_other(client, image_url):
+    body = backend_predict_body(image_url)
+    assert backend_predict_answer(client, body) == "partly predicted"
+    first, second = client.post("/predict", json=body).json()["results"]
+    assert first["result"] and second["error"].startswith("task 2: cannot fetch the image")
