@@ -89,12 +89,17 @@ def new_configs(args: argparse.Namespace, records: list, num_classes: int, say):
     each left to ``auto`` the recipe's choice, printed with its reason (``recipe: ...``)."""
     from ..model.config import ModelConfig
     from ..model.device import resolve_device
+    from ..model.precision import resolve_precision
     from ..train.config import TrainConfig, default_workers
     from ..train.recipe import choose_anchors, choose_recipe, measure_objects
 
     arch, weights, pretrained, why_arch, saved = architecture(args)
     stats = measure_objects(records)
-    recipe = choose_recipe(stats, coco_available=pretrained, device_type=resolve_device(args.device).type)
+    device = resolve_device(args.device)
+    planned = (
+        "fp32" if getattr(args, "precision", "auto") == "fp32" else resolve_precision("auto", device).name
+    )
+    recipe = choose_recipe(stats, coco_available=pretrained, device_type=device.type, precision=planned)
     reasons = [f"architecture {why_arch}"]
     if saved is not None:  # continuing an instaseg model: its sizes, anchors and detections, unless flagged
         args = _with_checkpoint_defaults(args, saved)

@@ -27,10 +27,18 @@ TYPICAL_OBJECT_PIXELS = 96.0
 # Image sizes a recipe may choose (longest side, multiples of 32). Upscaling beyond 4x the stored size adds
 # no detail; the cap keeps a CPU step within seconds.
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, MAX_UPSCALE = 256, 1024, 4.0
-# On a CPU a step costs about as much as its pixels, so upscaling 2x buys a time budget ~4x fewer steps. From
-# scratch, steps matter most (a budget is hundreds of steps): no upscaling there; fine-tuning COCO weights
-# needs fewer steps and gains from objects nearer COCO's scales: up to 2x.
-CPU_UPSCALE = {"scratch": 1.0, "pretrained": 2.0}
+# On a CPU in fp32 a step costs about as much as its pixels, so upscaling 2x buys a time budget ~4x fewer
+# steps. From scratch, steps matter most (a budget is hundreds of steps): no upscaling there in fp32. With
+# native bf16 the convolutions are cheap enough that pixels cost less than that: on DSB nuclei (Zen 5, 2
+# cores, 15 minutes) 384 px gave 674 steps against 795 at 256 px (1.18x the step time for 2.25x the pixels)
+# and mask AP 46.8 against 44.3, so from scratch up to 1.5x there. Fine-tuning COCO weights needs fewer steps
+# and gains from objects nearer COCO's scales: up to 2x.
+CPU_UPSCALE = {
+    ("scratch", "fp32"): 1.0,
+    ("scratch", "bf16"): 1.5,
+    ("pretrained", "fp32"): 2.0,
+    ("pretrained", "bf16"): 2.0,
+}
 # Detections kept per image: at least torchvision's 100, and this many times the densest training image.
 DENSITY_MARGIN = 1.5
 
@@ -130,11 +138,14 @@ def choose_detections(stats: ObjectStats) -> tuple[int, str]:
     return chosen, why
 
 
-def choose_recipe(stats: ObjectStats, coco_available: bool, device_type: str = "cpu") -> Recipe:
+def choose_recipe(
+    stats: ObjectStats, coco_available: bool, device_type: str = "cpu", precision: str = "fp32"
+) -> Recipe:
     """The automatic recipe. With COCO weights, fine-tune the seed's ResNet-50 Mask R-CNN; without them,
     the light ResNet-18 model trains from scratch (a ResNet-50 from scratch does not converge in a CPU
     budget: mask AP 0.0 after 15 minutes on DSB nuclei). On ``device_type`` ``"cpu"`` the upscaling of
-    small objects is limited by :data:`CPU_UPSCALE`."""
+    small objects is limited by :data:`CPU_UPSCALE` for ``precision`` (``"bf16"``: the CPU's native bf16 is
+    used; anything else counts as fp32)."""
     if coco_available:
         arch, weights, optimizer, lr = "maskrcnn_resnet50_fpn", "coco", "sgd", 0.01
         why_arch = (
@@ -147,12 +158,17 @@ def choose_recipe(stats: ObjectStats, coco_available: bool, device_type: str = "
             "architecture maskrcnn_resnet18_fpn from scratch (no COCO weights available), AdamW lr 0.001 "
             "(from scratch it converges faster than SGD in a CPU budget)"
         )
-    limit = (
-        CPU_UPSCALE["pretrained" if coco_available else "scratch"] if device_type == "cpu" else MAX_UPSCALE
-    )
+    cpu_precision = "bf16" if precision == "bf16" else "fp32"
+    start = "pretrained" if coco_available else "scratch"
+    limit = CPU_UPSCALE[start, cpu_precision] if device_type == "cpu" else MAX_UPSCALE
     image_size, why_size = choose_image_size(stats, limit)
     if limit < MAX_UPSCALE and MIN_OBJECT_PIXELS / max(stats.size_p10, 1e-6) > limit:
-        why_size += f" (upscaling limited to {limit:g}x on a CPU, where steps cost their pixels)"
+        cpu = (
+            "on a CPU in fp32, where steps cost their pixels"
+            if cpu_precision == "fp32"
+            else ("on a CPU with native bf16, where steps cost less than their pixels")
+        )
+        why_size += f" (upscaling limited to {limit:g}x {cpu})"
     anchors, why_anchors = choose_anchors(stats, image_size)
     detections, why_detections = choose_detections(stats)
     reasons = [why_arch, why_size, why_anchors, why_detections]

@@ -54,16 +54,9 @@ def upload(client: LabelStudioClient, project: int, paths) -> None:
     )
 
 
-@pytest.mark.parametrize("kind", ["polygonlabels", "brushlabels"])
-def test_backend_predictions_round_trip_through_label_studio(label_studio, backend_url, tmp_path, kind):
-    url, token = label_studio
+def connect_backend(client: LabelStudioClient, project: int, backend_url) -> None:
+    """Register the backend (basic auth) as the project's ML backend; Label Studio checks it answers."""
     backend, (user, password) = backend_url
-    client = LabelStudioClient(url, token, timeout=300)
-    project = client.json(
-        "POST", "/api/projects", {"title": f"instaseg {kind}", "label_config": CONFIGS[kind]}
-    )["id"]
-    images = sorted(SAMPLE_IMAGES.glob("*.png"))[:3]
-    upload(client, project, images)
     ml = client.json(
         "POST",
         "/api/ml",
@@ -77,12 +70,29 @@ def test_backend_predictions_round_trip_through_label_studio(label_studio, backe
         },
     )
     assert ml["state"] == "CO", ml  # connected: /health and /setup answered through basic auth
+
+
+def retrieve_predictions(client: LabelStudioClient, project: int) -> list[dict]:
+    """Label Studio's *Retrieve predictions* action on every task (one batch to the backend); the tasks."""
     client.json(
         "POST",
         f"/api/dm/actions?id=retrieve_tasks_predictions&project={project}",
         {"selectedItems": {"all": True, "excluded": []}},
     )
-    tasks = client.json("GET", f"/api/tasks?project={project}&fields=all&page_size=100")["tasks"]
+    return client.json("GET", f"/api/tasks?project={project}&fields=all&page_size=100")["tasks"]
+
+
+@pytest.mark.parametrize("kind", ["polygonlabels", "brushlabels"])
+def test_backend_predictions_round_trip_through_label_studio(label_studio, backend_url, tmp_path, kind):
+    url, token = label_studio
+    client = LabelStudioClient(url, token, timeout=300)
+    project = client.json(
+        "POST", "/api/projects", {"title": f"instaseg {kind}", "label_config": CONFIGS[kind]}
+    )["id"]
+    images = sorted(SAMPLE_IMAGES.glob("*.png"))[:3]
+    upload(client, project, images)
+    connect_backend(client, project, backend_url)
+    tasks = retrieve_predictions(client, project)
     assert len(tasks) == len(images)
     predicted = {}
     for task in tasks:
@@ -128,3 +138,22 @@ def test_backend_predictions_round_trip_through_label_studio(label_studio, backe
             imported = record.instances().dense_masks()
             for mask, region in zip(imported, result, strict=True):
                 assert np.array_equal(mask, brush_rle_to_mask(region["value"]["rle"], 256, 256))
+
+
+def test_an_unreachable_task_image_leaves_the_other_tasks_predicted(label_studio, backend_url):
+    """One batch of two uploaded images and a task whose image URL nobody serves: Label Studio saves the
+    two predictions and none for the third (the backend's ``{"error"}`` entry has no ``result``)."""
+    url, token = label_studio
+    client = LabelStudioClient(url, token, timeout=300)
+    project = client.json(
+        "POST", "/api/projects", {"title": "instaseg partial", "label_config": CONFIGS["polygonlabels"]}
+    )["id"]
+    upload(client, project, sorted(SAMPLE_IMAGES.glob("*.png"))[3:5])
+    client.json("POST", f"/api/projects/{project}/import", [{"image": "http://127.0.0.1:9/gone.png"}])
+    connect_backend(client, project, backend_url)
+    counts = {
+        task["data"]["image"]: len(client.json("GET", f"/api/predictions?task={task['id']}"))
+        for task in retrieve_predictions(client, project)
+    }
+    assert len(counts) == 3 and counts.pop("http://127.0.0.1:9/gone.png") == 0
+    assert list(counts.values()) == [1, 1], counts

@@ -28,7 +28,11 @@ def test_small_dense_objects_are_upscaled_with_small_anchors_and_many_detections
     recipe = choose_recipe(measure_objects(dataset(256, [6, 8, 10, 12, 16], per_image=180)), False, "cuda")
     assert recipe.image_size > 256 and recipe.image_size % 32 == 0
     on_cpu = choose_recipe(measure_objects(dataset(256, [6, 8, 10, 12, 16], per_image=180)), False, "cpu")
-    assert on_cpu.image_size == 256 and "limited to 1x on a CPU" in on_cpu.reasons[1]  # steps, not pixels
+    assert on_cpu.image_size == 256 and "limited to 1x on a CPU in fp32" in on_cpu.reasons[1]  # steps
+    stats = measure_objects(dataset(256, [6, 8, 10, 12, 16], per_image=180))
+    bf16 = choose_recipe(stats, False, "cpu", precision="bf16")  # cheaper pixels: some upscaling
+    assert bf16.image_size == 384 and "limited to 1.5x on a CPU with native bf16" in bf16.reasons[1]
+    assert choose_recipe(stats, False, "cpu", precision="fp16").image_size == 256  # counted as fp32
     assert on_cpu.anchor_sizes[0] == 8  # the anchors still fit the small objects
     assert recipe.anchor_sizes[0] <= 16 and recipe.anchor_sizes == tuple(
         recipe.anchor_sizes[0] * 2**k for k in range(5)
