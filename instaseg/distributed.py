@@ -220,7 +220,9 @@ def parameters_digest(model: torch.nn.Module) -> str:
     digest = hashlib.sha256()
     for name, parameter in model.named_parameters():
         digest.update(name.encode())
-        digest.update(parameter.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        # tobytes() writes C order whatever the strides: channels-last weights (bf16 training) included,
+        # whose 1x1 kernels count as contiguous with a last stride of C and cannot be viewed as bytes.
+        digest.update(parameter.detach().cpu().float().numpy().tobytes())
     return digest.hexdigest()
 
 

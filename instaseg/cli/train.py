@@ -336,7 +336,7 @@ def _fit(args, context, splits, class_map, config, model_config, run_dir):
         run_dir,
         resume=bool(args.resume),
         select_metric=select,
-        progress=True,
+        progress=sys.stderr.isatty(),  # a bar on a terminal; in a log file the epoch lines only
         report=print,
         download=not args.no_download,
         distributed=context,

@@ -24,12 +24,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "AWS_ENDPOINT_URL_S3 environment variable), another fsspec URL, or a local folder",
     )
     parser.add_argument("--dry-run", action="store_true", help="only say what would be copied")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (there is none when stderr is not a terminal)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     report = upload(
-        args.local_dir, args.url, include=DEFAULT_INCLUDE, progress=not args.no_progress, dry_run=args.dry_run
+        args.local_dir,
+        args.url,
+        include=DEFAULT_INCLUDE,
+        progress=not args.no_progress and sys.stderr.isatty(),
+        dry_run=args.dry_run,
     )
     for path, reason in report.failed:
         print(f"failed: {path}: {reason}", file=sys.stderr)

@@ -138,9 +138,11 @@ def test_short_real_run_on_dsb_nuclei(tmp_path, capsys):
         splits,
     ]
     code = main(["train", str(DSB), "--out", str(run), *arguments])
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert code == 0, out
     assert "epoch 4/4" in out
+    assert "it/s" not in captured.err and "\r" not in captured.err  # no progress bar off a terminal
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert len(rows) == 4
     first, last = float(rows[0]["train_loss"]), float(rows[-1]["train_loss"])
