@@ -43,7 +43,11 @@ def mark(name):
     now = time.perf_counter(); times[name] = round(now - start, 3); start = now
 import instaseg.cli.predict, tqdm; mark("import instaseg cli (+ fsspec, PIL)")
 import torch; mark("import torch")
-import torchvision; mark("import torchvision")
+try:
+    from instaseg.model import vision  # torchvision without TorchDynamo, as the command imports it
+except ImportError:  # an older tree (--source)
+    import torchvision
+mark("import torchvision")
 from instaseg.model.predictor import Predictor
 from instaseg.predict.outputs import OutputWriter; mark("import predictor, outputs (+ cv2)")
 checkpoint, photo, out, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])

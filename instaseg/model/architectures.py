@@ -14,6 +14,9 @@ Image size: the model's ``GeneralizedRCNNTransform`` gets ``min_size = max_size 
 
 from __future__ import annotations
 
+from . import vision  # noqa: F401  (first: torchvision without TorchDynamo)
+
+# isort: split
 import contextlib
 from collections.abc import Callable, Iterator
 

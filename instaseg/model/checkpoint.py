@@ -14,6 +14,9 @@ A checkpoint is a dict of tensors and plain values only (so loading never unpick
 
 from __future__ import annotations
 
+from . import vision  # noqa: F401  (first: torchvision without TorchDynamo)
+
+# isort: split
 import os
 import pickle
 import platform
@@ -214,54 +217,12 @@ def load_checkpoint(
 def _model_with_weights(config: ModelConfig, weights: dict) -> torch.nn.Module:
     """``build_model(config)`` with ``weights`` loaded (``RuntimeError`` when they do not fit).
 
-    The model is built on the meta device and given the checkpoint's tensors (``assign=True``), so that no
-    parameter is first initialised at random only to be overwritten: half of the loading time. The anchor
-    generator's cell anchors (plain tensors, not buffers) are made again; a model with any other tensor
-    outside its parameters and buffers, or weights that differ in names, shapes or dtypes, is built the
-    plain way.
+    Built the plain way (random initialisation, then the weights copied in): building on the meta device
+    instead would skip the initialisation (0.1 s for the light model, 0.3 s for a ResNet-50) but runs
+    torch's reference ops, whose first call imports TorchDynamo (1 s) that :mod:`.vision` keeps out.
     """
     from .architectures import build_model
 
-    with torch.device("meta"):
-        model = build_model(config)
-    expected = model.state_dict()
-    fits = set(expected) == set(weights) and all(
-        expected[k].shape == weights[k].shape and expected[k].dtype == weights[k].dtype for k in expected
-    )
-    if not fits or _plain_tensors(model) != {"rpn.anchor_generator.cell_anchors"}:
-        model = build_model(config)
-        model.load_state_dict(weights)
-        return model
-    # Default strides, as the parameters a plain load copies into (a run trained channels-last saves 1x1
-    # kernels with other strides, which steer convolutions to other kernels and change the last bits).
-    weights = {
-        k: v if _default_strides(v) else v.clone(memory_format=torch.contiguous_format)
-        for k, v in weights.items()
-    }
-    model.load_state_dict(weights, assign=True)
-    generator = model.rpn.anchor_generator
-    generator.cell_anchors = [
-        generator.generate_anchors(size, ratios)
-        for size, ratios in zip(generator.sizes, generator.aspect_ratios, strict=True)
-    ]
+    model = build_model(config)
+    model.load_state_dict(weights)
     return model
-
-
-def _default_strides(tensor: torch.Tensor) -> bool:
-    """Whether ``tensor`` has the strides of a new tensor of its shape (row-major)."""
-    expected, step = [], 1
-    for size in reversed(tensor.shape):
-        expected.append(step)
-        step *= size
-    return tuple(reversed(expected)) == tuple(tensor.stride())
-
-
-def _plain_tensors(model: torch.nn.Module) -> set[str]:
-    """Names of module attributes holding tensors (or lists of them) that are not parameters or buffers."""
-    found = set()
-    for name, module in model.named_modules():
-        for key, value in vars(module).items():
-            values = value if isinstance(value, list | tuple) else [value]
-            if key not in ("_parameters", "_buffers") and any(isinstance(v, torch.Tensor) for v in values):
-                found.add(f"{name}.{key}" if name else key)
-    return found

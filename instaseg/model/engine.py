@@ -10,6 +10,9 @@ back to the original image inside its own box only (the same arithmetic as torch
 
 from __future__ import annotations
 
+from . import vision  # noqa: F401  (first: torchvision without TorchDynamo)
+
+# isort: split
 from dataclasses import dataclass
 
 import numpy as np

@@ -7,6 +7,9 @@ predictors (K+1 classes) are never taken from COCO's 91-class heads: they stay f
 
 from __future__ import annotations
 
+from . import vision  # noqa: F401  (first: torchvision without TorchDynamo)
+
+# isort: split
 import os
 from pathlib import Path
 
