@@ -9,22 +9,12 @@ a one-line ``{"error": ...}``: never a 500. ``bench/fuzz.py --targets backend`` 
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 
-from ..formats.fuzz_targets import mutated
+from ..formats.fuzz_targets import fixed_budget, mutated
 from .backend_fuzz import backend_client, backend_predict_answer, backend_predict_body
 
-BUDGET = settings(
-    max_examples=120,
-    derandomize=True,
-    deadline=None,
-    database=None,
-    suppress_health_check=[
-        HealthCheck.function_scoped_fixture,
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-    ],
-)
+BUDGET = fixed_budget(120)
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from PIL import Image
 from pycocotools import mask as coco_mask
@@ -28,6 +29,22 @@ from instaseg.formats.load import load_dataset
 from instaseg.problems import DatasetError
 
 WIDTH, HEIGHT = 16, 12
+
+
+def fixed_budget(examples: int) -> settings:
+    """Hypothesis settings of a test suite's fuzz test: ``examples`` examples, the same on every run
+    (derandomized, no example database), no deadline."""
+    return settings(
+        max_examples=examples,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+        ],
+    )
 
 
 def make_folder(folder: Path) -> Path:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from .fuzz_targets import (
@@ -15,23 +15,14 @@ from .fuzz_targets import (
     brush_cases,
     check_predictions_document,
     decode_brush,
+    fixed_budget,
     import_document,
     make_folder,
     mutated,
     predictions_document,
 )
 
-BUDGET = settings(
-    max_examples=200,
-    derandomize=True,
-    deadline=None,
-    database=None,
-    suppress_health_check=[
-        HealthCheck.function_scoped_fixture,
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-    ],
-)
+BUDGET = fixed_budget(200)
 
 
 @pytest.fixture(scope="module")
