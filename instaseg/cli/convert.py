@@ -10,8 +10,6 @@ from ._common import add_dataset_arguments, print_problems
 
 HELP = "Convert an annotated dataset (COCO, Label Studio, labelme, VIA, mask PNGs) to canonical COCO JSON."
 
-# Problems printed before "... and N more".
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataset_arguments(parser)
