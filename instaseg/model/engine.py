@@ -13,6 +13,7 @@ from __future__ import annotations
 from . import vision  # noqa: F401  (first: torchvision without TorchDynamo)
 
 # isort: split
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,7 @@ from torch import nn
 from torchvision.models.detection.image_list import ImageList
 
 from .precision import Precision, autocast
+from .roi_heads import classify_boxes, detect_boxes, predict_masks
 
 # ImageNet statistics that torchvision's GeneralizedRCNNTransform normalises with.
 IMAGE_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -43,6 +45,36 @@ class RawDetections:
     boxes: torch.Tensor
     labels: torch.Tensor
     scores: torch.Tensor
+    mask_probs: torch.Tensor
+
+
+@dataclass
+class Features:
+    """Backbone (FPN) features of a batch of prepared images (:meth:`TorchEngine.extract_features`).
+
+    Attributes:
+        maps: FPN level name -> ``(B, C, h_l, w_l)`` on the engine's device.
+        image_sizes: each image's ``(h, w)`` at the network's input, before padding.
+        padded_size: ``(H32, W32)``, the batch's padded size (multiples of 32).
+    """
+
+    maps: dict[str, torch.Tensor]
+    image_sizes: list[tuple[int, int]]
+    padded_size: tuple[int, int]
+
+
+@dataclass
+class BoxMasks:
+    """The ROI heads' answer for given boxes of one image (:meth:`TorchEngine.masks_for_boxes`).
+
+    Attributes:
+        class_probs: ``(N, K + 1)`` float32 softmax over background + K classes.
+        labels: ``(N,)`` int64 1..K, the class each mask was computed for.
+        mask_probs: ``(N, M, M)`` float32 mask probabilities over each box.
+    """
+
+    class_probs: torch.Tensor
+    labels: torch.Tensor
     mask_probs: torch.Tensor
 
 
@@ -97,6 +129,11 @@ class TorchEngine:
 
     def detect(self, images: list[np.ndarray]) -> list[RawDetections]:
         """Detections for float32 ``(3, h, w)`` normalised images (one forward pass for all of them)."""
+        return self.detect_features(self.extract_features(images))
+
+    def extract_features(self, images: list[np.ndarray]) -> Features:
+        """The backbone's FPN features of float32 ``(3, h, w)`` normalised images, padded together to a
+        multiple of 32 (one batch). Reusable: the prompts of one image run on the same features."""
         sizes = [(int(im.shape[1]), int(im.shape[2])) for im in images]
         max_h = -(-max(h for h, _ in sizes) // SIZE_DIVISIBLE) * SIZE_DIVISIBLE
         max_w = -(-max(w for _, w in sizes) // SIZE_DIVISIBLE) * SIZE_DIVISIBLE
@@ -106,25 +143,69 @@ class TorchEngine:
         batch = batch.to(self.device)
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
+        with self._running():
+            maps = self.model.backbone(batch)
+        return Features(maps, sizes, (max_h, max_w))
+
+    def propose(self, features: Features) -> list[torch.Tensor]:
+        """The RPN's test-time proposals of each image: ``(P_i, 4)`` float32 xyxy, best first."""
+        with self._running():
+            # The RPN's anchors read only the padded batch's shape: a zero-stride stand-in, no copy kept.
+            padded = torch.zeros(()).expand(len(features.image_sizes), 3, *features.padded_size)
+            proposals, _ = self.model.rpn(ImageList(padded, features.image_sizes), features.maps)
+        return [p.float() for p in proposals]
+
+    def detect_features(self, features: Features) -> list[RawDetections]:
+        """Detections from :meth:`extract_features`' features (RPN, box head, mask head)."""
+        proposals = self.propose(features)
+        with self._running():
+            found = detect_boxes(self.model.roi_heads, features.maps, proposals, features.image_sizes)
+            masks = predict_masks(
+                self.model.roi_heads,
+                features.maps,
+                [boxes for boxes, _, _ in found],
+                [labels for _, _, labels in found],
+                features.image_sizes,
+            )
+        return [
+            RawDetections(boxes.cpu(), labels.cpu(), scores.cpu(), mask_probs.cpu())
+            for (boxes, scores, labels), mask_probs in zip(found, masks, strict=True)
+        ]
+
+    def masks_for_boxes(
+        self, features: Features, boxes: list[torch.Tensor], labels: list[torch.Tensor | None]
+    ) -> list[BoxMasks]:
+        """Class probabilities and mask probabilities of given boxes (the ROI heads on these boxes, not on
+        proposals), per image of ``features``.
+
+        Args:
+            boxes: per image ``(N_i, 4)`` float32 xyxy in the network input's pixels.
+            labels: per image ``(N_i,)`` int64 1..K to compute each mask for, or ``None``: each box's most
+                probable foreground class.
+        """
+        boxes = [b.to(self.device, torch.float32) for b in boxes]
+        with self._running():
+            probabilities = classify_boxes(self.model.roi_heads, features.maps, boxes, features.image_sizes)
+            chosen = [
+                (p[:, 1:].argmax(dim=1) + 1) if given is None else given.to(self.device, torch.int64)
+                for p, given in zip(probabilities, labels, strict=True)
+            ]
+            masks = predict_masks(self.model.roi_heads, features.maps, boxes, chosen, features.image_sizes)
+        return [
+            BoxMasks(p.cpu(), label.cpu(), m.cpu())
+            for p, label, m in zip(probabilities, chosen, masks, strict=True)
+        ]
+
+    @contextmanager
+    def _running(self):
+        """Eval mode, no autograd, the engine's precision; the model's mode is given back afterwards."""
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.inference_mode(), autocast(self.model, self.precision):
-                features = self.model.backbone(batch)
-                image_list = ImageList(batch, sizes)
-                proposals, _ = self.model.rpn(image_list, features)
-                detections, _ = self.model.roi_heads(features, proposals, sizes)
+                yield
         finally:
             self.model.train(was_training)
-        return [
-            RawDetections(
-                d["boxes"].float().cpu(),
-                d["labels"].cpu(),
-                d["scores"].float().cpu(),
-                d["masks"][:, 0].float().cpu(),
-            )
-            for d in detections
-        ]
 
 
 def configure_test_time(
