@@ -8,7 +8,9 @@ Routes (Label Studio's ML backend protocol):
   remembers the project's server and token (used to fetch its task images);
 - ``POST /predict`` ``{tasks, project, label_config}`` -> ``{"results": [{result, score, model_version}]}``,
   one prediction per task, regions as polygons in percent or brush RLE
-  (:func:`instaseg.formats.labelstudio_export.instances_to_label_studio_regions`); ``score`` is
+  (:func:`instaseg.formats.labelstudio_export.instances_to_label_studio_regions`) of the detections scoring
+  at least the served model's pre-annotation threshold (:meth:`ModelService.pre_annotations
+  <instaseg.app.service.ModelService.pre_annotations>`: chosen by the round that made it); ``score`` is
   ``1 - uncertainty`` (:mod:`instaseg.app.uncertainty`), so sorting Label Studio's *Prediction score*
   ascending shows the images the model is least sure about first (once a model version is selected for
   prelabeling: the column is empty while the backend itself is);
@@ -217,9 +219,9 @@ class Backend:
         image = self.task_image(task, target, client)
         instances, uncertainty = predict_with_uncertainty(service.predict, image, flip=self.flip)
         names = target.label_for(service.class_map)
-        regions = instances_to_label_studio_regions(
-            instances, names, target.kind, target.from_name, target.to_name
-        )
+        regions = instances_to_label_studio_regions(  # the uncertainty counts every detection, the regions
+            service.pre_annotations(instances), names, target.kind, target.from_name, target.to_name
+        )  # only those at the served model's pre-annotation threshold
         return label_studio_prediction(regions, service.version, prediction_score(uncertainty))
 
     def predict_or_report(self, service: ModelService, task, target: LabelTarget, client) -> dict:
@@ -317,9 +319,11 @@ def _training_loop(backend: Backend, settings, load_model):
     if load_model is None:
         raise ValueError("training on annotations needs load_model (checkpoint -> ModelService)")
 
-    def promote(checkpoint: Path, version: str) -> None:
+    def promote(checkpoint: Path, version: str, pre_annotation_threshold: float | None = None) -> None:
         service = load_model(checkpoint)  # loaded before the swap: requests never wait for it
         service.version = version
+        if pre_annotation_threshold is not None:  # the one the round chose on its validation images
+            service.pre_annotation_threshold = pre_annotation_threshold
         backend.swap(service)
 
     served = ServedModel(backend.service.path, backend.service.version)

@@ -112,7 +112,7 @@ def _predict_task(client, task, target, names, service, version, flip, max_pixel
         return
     instances, uncertainty = predict_with_uncertainty(service.predict, image, flip=flip)
     regions = instances_to_label_studio_regions(
-        instances, names, target.kind, target.from_name, target.to_name
+        service.pre_annotations(instances), names, target.kind, target.from_name, target.to_name
     )
     client.create_prediction(
         task["id"], label_studio_prediction(regions, version, prediction_score(uncertainty))

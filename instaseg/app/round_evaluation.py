@@ -3,8 +3,10 @@
 ``python -m instaseg.app.round_evaluation --data labelled.json --images DIR --splits splits.json
 --model candidate=PATH --model current=PATH --out EVAL_DIR [--device cpu]`` writes, per model,
 ``EVAL_DIR/<name>/report.{json,md}`` and the figures (:func:`instaseg.evaluate.report.write_report`), and
-``EVAL_DIR/metrics.json`` ``{name: {"mask_map", "box_map", "images", "instances", "predictions"}}`` (maps as
-fractions, ``null`` when undefined). Predictions go through :class:`~instaseg.model.predictor.Predictor` and
+``EVAL_DIR/metrics.json`` ``{name: {"mask_map", "box_map", "images", "instances", "predictions",
+"pre_annotation"}}`` (maps as fractions, ``null`` when undefined). ``pre_annotation`` is the score threshold
+at which that model's pre-annotations would spare a person most on these images (the effort model,
+:mod:`instaseg.app.effort`, without the smart box; :func:`pre_annotation_choice`). Predictions go through :class:`~instaseg.model.predictor.Predictor` and
 :func:`~instaseg.evaluate.evaluator.evaluate_instances`, as ``instaseg evaluate CHECKPOINT`` does.
 
 The training loop runs it as a separate process so that evaluating never slows the backend's answers more
@@ -41,9 +43,8 @@ def evaluate_models(
                 f"{list(dataset.class_map.names)}"
             )
         config = EvaluationConfig(max_dets=predictor.max_detections)
-        evaluation = evaluate_instances(
-            records, dataset.class_map, predict_records(predictor, records), config
-        )
+        predictions = predict_records(predictor, records)
+        evaluation = evaluate_instances(records, dataset.class_map, predictions, config)
         evaluation.source.update(checkpoint=str(path), data=data, split="val")
         write_report(evaluation, str(out / name))
         metrics[name] = {
@@ -52,9 +53,42 @@ def evaluate_models(
             "images": evaluation.images,
             "instances": evaluation.instances,
             "predictions": evaluation.predictions,
+            "pre_annotation": pre_annotation_choice(records, predictions, predictor.score_threshold),
         }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
+
+
+def pre_annotation_choice(records, predictions, min_score: float = 0.0) -> dict:
+    """The pre-annotation threshold with the fewest actions on ``records`` (ground truth with masks) given
+    the model's ``predictions`` (one :class:`~instaseg.core.Instances` per record, scores >= ``min_score``).
+
+    Returns ``{"threshold", "actions_per_object", "by_hand_per_object", "accepted_share", "objects",
+    "by_threshold": {threshold: actions per object}}``; ``threshold`` is ``None`` when the images hold no
+    object with a mask. Thresholds of :data:`~instaseg.app.effort.THRESHOLD_GRID` below ``min_score`` (the
+    model returns nothing under it) are left out.
+    """
+    from .effort import THRESHOLD_GRID, ImageEffort, choose_threshold
+
+    grid = [t for t in THRESHOLD_GRID if t >= min_score] or [float(min_score)]
+    images = []
+    for record, predicted in zip(records, predictions, strict=True):
+        truth = record.instances()
+        if truth.has_masks or not len(truth):
+            images.append(ImageEffort(truth, predicted))
+    threshold, totals = choose_threshold(images, grid)
+    chosen = totals[threshold] if threshold is not None else None
+    return {
+        "threshold": threshold,
+        "actions_per_object": None if chosen is None else round(chosen.actions_per_object, 4),
+        "by_hand_per_object": None if chosen is None else round(chosen.by_hand_per_object, 4),
+        "accepted_share": None if chosen is None else round(chosen.accepted_share, 4),
+        "objects": 0 if chosen is None else chosen.objects,
+        "by_threshold": {
+            f"{t:g}": None if e.actions_per_object is None else round(e.actions_per_object, 4)
+            for t, e in totals.items()
+        },
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

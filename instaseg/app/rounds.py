@@ -4,7 +4,9 @@ A round (:class:`RoundRunner`): pull the project's labelled tasks (:mod:`.loop_d
 checkpoint on them with ``instaseg train --weights <served checkpoint> --select map`` in a child process
 (its own architecture, image size and recipe, a time budget), evaluate the candidate and the served model on the
 fixed validation images in another child process (:mod:`.round_evaluation`), and decide: the candidate is
-promoted when its mask mAP is at least the served model's plus a margin.
+promoted when its mask mAP is at least the served model's plus a margin. The evaluation also chooses the
+candidate's pre-annotation score threshold, the one with the fewest actions for a person on the validation
+images (:mod:`.effort`); the entry records it as ``pre_annotation_threshold``.
 
 The project folder (:class:`ProjectDir`)::
 
@@ -15,7 +17,8 @@ The project folder (:class:`ProjectDir`)::
                               (the candidate), evaluation/{candidate,current}/report.md, metrics.json,
                               decision.json, round.log (the child processes' output)
     DIR/rounds.jsonl          one JSON line per finished round (append-only): what a person reads
-    DIR/promoted.json         the model being served: checkpoint, model_version, round, mask mAP
+    DIR/promoted.json         the model being served: checkpoint, model_version, round, mask mAP and
+                              pre_annotation_threshold (the score from which its regions are shown)
 
 A killed or crashed child process fails its round (logged); the served model is untouched, since only the
 backend itself swaps models, after a decision.
@@ -221,6 +224,21 @@ class RoundRunner:
         Raises:
             RoundNotReady: not enough annotations yet (the round folder is removed again).
         """
+        return self._run(number, served, say, project, client=client)
+
+    def run_on_data(
+        self,
+        number: int,
+        data: RoundData,
+        served: ServedModel,
+        say: Callable[[str], None] = lambda line: None,
+    ) -> dict:
+        """Run round ``number`` on data already in place (no Label Studio server: e.g.
+        ``bench/labelling_effort.py``); ``data.export`` is a Label Studio JSON export whose labels are the
+        served model's class names. Returns the log entry as :meth:`run` does."""
+        return self._run(number, served, say, None, data=data)
+
+    def _run(self, number, served, say, project, client=None, data: RoundData | None = None) -> dict:
         from ..model.checkpoint import check_header, read_checkpoint
 
         started = time.monotonic()
@@ -232,7 +250,10 @@ class RoundRunner:
         del payload  # the weights: the training process reads them itself
         self.stage = "pulling"
         try:
-            data = self._prepare(number, client, project, class_map.names)
+            if data is None:
+                data = self._prepare(number, client, project, class_map.names)
+            else:  # the caller may have written the data into the round's folder
+                round_dir.mkdir(parents=True, exist_ok=True)
             entry.update(train_images=data.train, val_images=data.val, project_title=data.project_title)
             say(f"round {number}: {data.train} train and {data.val} val images; training")
             candidate = self._train(round_dir, data, served, model_config, recipe)
@@ -244,6 +265,10 @@ class RoundRunner:
             decision, reason = decide(metrics, self.settings.margin)
             entry.update(decision=decision, reason=reason, **metrics)
             entry["checkpoint"] = str(candidate.relative_to(self.project_dir.root))
+            # The candidate's pre-annotation threshold (fewest actions on the val images, app.effort): served
+            # with it when promoted.
+            chosen = metrics["candidate"].get("pre_annotation") or {}
+            entry["pre_annotation_threshold"] = chosen.get("threshold")
             if decision == "promoted":
                 mask_map = metrics["candidate"]["mask_map"]
                 entry["model_version"] = model_version_name(data.project_title, number, mask_map)

@@ -57,6 +57,9 @@ class ModelService:
         tile: tiled prediction of large images (a :class:`~instaseg.model.tiling.TileConfig` or its text,
             e.g. ``"512"`` or ``"auto"``); ``None``: whole images.
         precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (:class:`~instaseg.model.predictor.Predictor`).
+        pre_annotation_threshold: the lowest score of a region shown to a person as a whole-image
+            pre-annotation (:meth:`pre_annotations`); default the model's ``score_threshold``. The labelling
+            loop sets the one its round chose (:attr:`pre_annotation_threshold`, a plain attribute).
     """
 
     def __init__(
@@ -66,6 +69,7 @@ class ModelService:
         score_threshold: float | None = None,
         tile=None,
         precision: str = "auto",
+        pre_annotation_threshold: float | None = None,
     ):
         from ..model.predictor import Predictor
 
@@ -75,6 +79,9 @@ class ModelService:
         )
         self.class_map = self.predictor.class_map
         self.min_score = self.predictor.score_threshold
+        self.pre_annotation_threshold = (
+            self.min_score if pre_annotation_threshold is None else float(pre_annotation_threshold)
+        )
         stat = self.path.stat()
         # Changes whenever the file does, so Label Studio can tell predictions of different weights apart.
         self.version = f"instaseg-{self.path.stem}-{int(stat.st_mtime)}"
@@ -85,3 +92,9 @@ class ModelService:
         decreasing."""
         with self._lock:
             return self.predictor.predict_arrays([image])[0]
+
+    def pre_annotations(self, instances):
+        """The instances shown to a person as pre-annotations: those scoring >= :attr:`pre_annotation_threshold`."""
+        if instances.scores is None or not len(instances):
+            return instances
+        return instances[instances.scores >= self.pre_annotation_threshold]

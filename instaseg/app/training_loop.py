@@ -6,8 +6,9 @@ in its own thread once ``train_after`` new annotation events have arrived, or ``
 one, or at once on ``START_TRAINING``. One round runs at a time; events during a round make exactly one
 follow-up round (they are counted, and the rule above is applied again when the round ends).
 
-When a round promotes its candidate, ``promote(checkpoint, model_version)`` (the backend's hot swap) is
-called; if the new model cannot be loaded the round is logged as failed and the served model stays. With
+When a round promotes its candidate, ``promote(checkpoint, model_version, pre_annotation_threshold)`` (the
+backend's hot swap; the threshold the round chose, or ``None``) is called; if the new model cannot be
+loaded the round is logged as failed and the served model stays. With
 ``predict_after_promotion`` the new model then pre-annotates the project's unlabelled tasks
 (``instaseg label-studio-predict --only-unlabeled``) in a child process.
 """
@@ -75,7 +76,8 @@ class TrainingLoop:
         settings: the loop's settings.
         served: the model served now.
         client_for: project id -> a client of its Label Studio server (``None`` when none is known).
-        promote: called with ``(checkpoint, model_version)`` to serve a promoted model; raises on failure.
+        promote: called with ``(checkpoint, model_version, pre_annotation_threshold)`` to serve a promoted
+            model (the threshold chosen by its round, or ``None``); raises on failure.
     """
 
     def __init__(
@@ -83,7 +85,7 @@ class TrainingLoop:
         settings: LoopSettings,
         served: ServedModel,
         client_for: Callable[[int], LabelStudioClient | None],
-        promote: Callable[[Path, str], None],
+        promote: Callable[[Path, str, float | None], None],
     ):
         self.settings, self.served = settings, served
         self.client_for, self.promote = client_for, promote
@@ -203,7 +205,7 @@ class TrainingLoop:
         checkpoint = self.project_dir.root / entry["checkpoint"]
         version = entry["model_version"]
         try:
-            self.promote(checkpoint, version)
+            self.promote(checkpoint, version, entry.get("pre_annotation_threshold"))
         except Exception as e:
             return {**entry, "decision": "failed", "reason": f"the promoted model could not be loaded: {e}"}
         self.served = ServedModel(checkpoint, version)
@@ -213,6 +215,7 @@ class TrainingLoop:
                 "model_version": version,
                 "round": entry["round"],
                 "mask_map": entry["candidate"]["mask_map"],
+                "pre_annotation_threshold": entry.get("pre_annotation_threshold"),
             }
         )
         return entry

@@ -10,6 +10,7 @@ import shlex
 
 from . import UsageError
 from ._common import add_precision_argument, add_tile_argument
+from .label_studio_predict import add_pre_annotation_threshold_argument, pre_annotation_threshold
 from .serve import load_service, split_credentials
 
 HELP = "Pre-annotate Label Studio tasks with a trained model: a Label Studio ML backend (polygons or brush)."
@@ -44,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: $INSTASEG_BACKEND_AUTH; none when unset)",
     )
     parser.add_argument("--max-megapixels", type=float, default=50.0, help="larger task images are refused")
+    add_pre_annotation_threshold_argument(parser)
     add_tile_argument(parser)
     parser.add_argument(
         "--no-flip",
@@ -178,9 +180,12 @@ def _served_model(args: argparse.Namespace, training):
 
     promoted = ProjectDir(training.project_dir).promoted() if training is not None else None
     if promoted is None:
-        return load_service(args.checkpoint, args.device, args.tile, args.precision)
+        service = load_service(args.checkpoint, args.device, args.tile, args.precision)
+        service.pre_annotation_threshold = pre_annotation_threshold(args, service)
+        return service
     service = load_service(promoted["checkpoint"], args.device, args.tile, args.precision)
     service.version = promoted["model_version"]
+    service.pre_annotation_threshold = pre_annotation_threshold(args, service, promoted)
     print(f"serving the last promoted model {service.version} ({Path(promoted['checkpoint'])})", flush=True)
     return service
 

@@ -62,6 +62,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="uncertainty from the detection scores alone, not also the mirror image (half the time)",
     )
     parser.add_argument("--max-megapixels", type=float, default=50.0, help="larger task images are refused")
+    add_pre_annotation_threshold_argument(parser)
+
+
+def add_pre_annotation_threshold_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--pre-annotation-threshold",
+        type=float,
+        default=None,
+        metavar="SCORE",
+        help="lowest score of a region written as a pre-annotation, for a model not made by the labelling "
+        "loop (default: the checkpoint's score threshold); a model promoted by a round uses the threshold "
+        "that round chose (the fewest actions for a person on its validation images, in rounds.jsonl)",
+    )
+
+
+def pre_annotation_threshold(args: argparse.Namespace, service, promoted: dict | None = None) -> float:
+    """The pre-annotation threshold: the promoted round's, else ``--pre-annotation-threshold``, else the
+    model's score threshold. ``UsageError`` for a flag outside 0..1."""
+    flag = args.pre_annotation_threshold
+    if flag is not None and not 0 <= flag <= 1:  # also NaN
+        raise UsageError(f"--pre-annotation-threshold must be between 0 and 1, got {flag:g}")
+    chosen = (promoted or {}).get("pre_annotation_threshold")
+    if chosen is not None:
+        return float(chosen)
+    return service.min_score if flag is None else float(flag)
 
 
 def _model(args: argparse.Namespace):
@@ -71,6 +96,7 @@ def _model(args: argparse.Namespace):
 
     if args.model:
         service = load_service(args.model, args.device)
+        service.pre_annotation_threshold = pre_annotation_threshold(args, service)
     else:
         promoted = ProjectDir(args.project_dir).promoted()
         if promoted is None:
@@ -79,6 +105,7 @@ def _model(args: argparse.Namespace):
             )
         service = load_service(promoted["checkpoint"], args.device)
         service.version = promoted["model_version"]
+        service.pre_annotation_threshold = pre_annotation_threshold(args, service, promoted)
     if args.model_version:
         service.version = args.model_version
     return service
@@ -104,7 +131,10 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    print(f"model version {service.version}", flush=True)
+    print(
+        f"model version {service.version}, regions scoring >= {service.pre_annotation_threshold:g}",
+        flush=True,
+    )
     try:
         client = LabelStudioClient(args.url, args.token)
         summary = predict_project(
