@@ -49,7 +49,8 @@ from starlette.concurrency import run_in_threadpool
 
 from ..formats.labelstudio_export import instances_to_label_studio_regions, label_studio_prediction
 from ..storage import parse_json
-from .ls_client import LabelStudioClient, LabelStudioError
+from .ls_auth import token_kind
+from .ls_client import BUCKET_SCHEMES, LabelStudioClient, LabelStudioError
 from .ls_protocol import LabelConfigError, LabelTarget, parse_label_config
 from .service import InputError, ModelService, decode_upload
 from .uncertainty import predict_with_uncertainty, prediction_score
@@ -98,8 +99,9 @@ class Backend:
 
     Args:
         service: the loaded model.
-        label_studio_url, token: the server and API token used to fetch task images (and exports) when
-            ``/setup`` did not provide them (``hostname`` / ``access_token``).
+        label_studio_url, token: the server used when ``/setup`` sent no ``hostname``, and the API token
+            (a Personal Access Token or a legacy token) used in preference to ``/setup``'s
+            ``access_token`` (Label Studio 1.23 sends the legacy token, refused when legacy tokens are off).
         max_pixels: task images over this many pixels are refused (424).
         timeout: seconds per image download.
         flip: measure the uncertainty with the mirror image too (twice the prediction time).
@@ -141,7 +143,9 @@ class Backend:
                     (v for k, v in self.projects.items() if k.split(".")[0] == str(project)), {}
                 )
         url = known.get("hostname") or self.label_studio_url
-        token = known.get("access_token") or self.token
+        # The token the backend was started with first: Label Studio 1.23's /setup sends the project
+        # creator's legacy token, refused where legacy tokens are off (its default).
+        token = self.token or known.get("access_token")
         return LabelStudioClient(url, token, timeout=self.timeout) if url else None
 
     def health(self) -> dict:
@@ -165,6 +169,15 @@ class Backend:
             except LabelConfigError as e:
                 raise RequestProblem(422, str(e)) from None
         project = str(body.get("project", ""))
+        offered = body.get("access_token") or None
+        if self.token and offered and offered != self.token:
+            logger.info(
+                "project %s: /setup sent a token (%s) other than --label-studio-token (%s); "
+                "using --label-studio-token",
+                project,
+                token_kind(offered),
+                token_kind(self.token),
+            )
         with self._lock:
             if project not in self.projects and len(self.projects) >= MAX_KNOWN_PROJECTS:
                 self.projects.pop(next(iter(self.projects)))
@@ -197,7 +210,8 @@ class Backend:
             raise RequestProblem(
                 422, f"{where}: data has no {target.data_key!r} image URL (keys: {list(task['data'])})"
             )
-        if client is None and not urlsplit(location).scheme:
+        scheme = urlsplit(location).scheme
+        if client is None and (not scheme or scheme in BUCKET_SCHEMES):
             raise RequestProblem(
                 422,
                 f"{where}: no Label Studio URL to fetch {location!r} from: /setup sent no hostname; "
@@ -206,7 +220,8 @@ class Backend:
         try:
             if client is None:
                 client = LabelStudioClient(location, None, timeout=self.timeout)  # a public http(s) image
-            data = client.download(location)
+            # s3:// (a project's Source Cloud Storage) comes through the task's presign route.
+            data = client.download(location, task=task.get("id"))
         except LabelStudioError as e:
             raise RequestProblem(424, f"{where}: cannot fetch the image: {e}") from None
         try:

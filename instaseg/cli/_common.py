@@ -107,6 +107,13 @@ def add_precision_argument(parser, resumable: bool = False) -> None:
     )
 
 
+LABEL_STUDIO_TOKEN_HELP = (
+    "Label Studio API token, either kind, told apart by its form: a Personal Access Token (Label Studio "
+    "1.23's default: Account & Settings -> Personal Access Token; exchanged for short-lived access tokens, "
+    "renewed as they expire) or a legacy token (Account & Settings -> Legacy Token)"
+)
+
+
 def add_label_studio_arguments(parser: argparse.ArgumentParser) -> None:
     """URL, ``--project`` and ``--token``: which Label Studio project a command talks to."""
     parser.add_argument("url", metavar="URL", help="Label Studio server, e.g. http://localhost:8080")
@@ -114,5 +121,5 @@ def add_label_studio_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--token",
         default=os.environ.get("LABEL_STUDIO_API_KEY"),
-        help="API token (Account & Settings; default: $LABEL_STUDIO_API_KEY)",
+        help=LABEL_STUDIO_TOKEN_HELP + " (default: $LABEL_STUDIO_API_KEY)",
     )

@@ -9,7 +9,7 @@ import os
 import shlex
 
 from . import UsageError
-from ._common import add_precision_argument, add_tile_argument
+from ._common import LABEL_STUDIO_TOKEN_HELP, add_precision_argument, add_tile_argument
 from .label_studio_predict import add_pre_annotation_threshold_argument, pre_annotation_threshold
 from .serve import load_service, split_credentials
 
@@ -35,7 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--label-studio-token",
         default=os.environ.get("LABEL_STUDIO_API_KEY"),
-        help="API token for those images (default: $LABEL_STUDIO_API_KEY)",
+        help=LABEL_STUDIO_TOKEN_HELP
+        + "; used for task images, exports and predictions in preference to the token Label Studio's "
+        "/setup sends (the project creator's legacy token, refused when legacy tokens are off) "
+        "(default: $LABEL_STUDIO_API_KEY)",
     )
     parser.add_argument(
         "--basic-auth",

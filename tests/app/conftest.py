@@ -8,13 +8,17 @@ Real components: ``instaseg serve`` / ``instaseg label-studio-backend`` run as s
 
 from __future__ import annotations
 
+import http.cookiejar
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -146,19 +150,21 @@ LS_USER, LS_PASSWORD, LS_TOKEN = (
 )
 
 
-@pytest.fixture(scope="session")
-def label_studio(tmp_path_factory):
-    """A real Label Studio 1.23 server on a free loopback port: ``(base url, API token)``.
+class LabelStudioServer(tuple):
+    """A running Label Studio: ``url, token = label_studio`` as before; ``.url``, ``.token`` and ``.data``
+    (its data folder; local-files storage serves ``.data / "files"``)."""
 
-    Started from ``.venv-ls`` with a fresh data folder (the first start migrates its SQLite database,
-    ~30-60 s), a known user and a legacy API token; local ML backends allowed (``ML_BLOCK_LOCAL_IP``).
-    """
-    binary = LS_VENV / "bin" / "label-studio"
-    require(binary.is_file(), f"Label Studio ({binary})", "scripts/ci_setup_label_studio.sh")
-    data = tmp_path_factory.mktemp("label-studio")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {
+    def __new__(cls, url: str, token: str, data: Path):
+        server = super().__new__(cls, (url, token))
+        server.url, server.token, server.data = url, token, data
+        return server
+
+
+def label_studio_env(url: str, data: Path) -> dict[str, str]:
+    """The environment of the test server: its own data folder, local ML backends allowed
+    (``ML_BLOCK_LOCAL_IP``) and local-files storage served from under ``data/files``."""
+    (data / "files").mkdir(exist_ok=True)
+    return {
         **{k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHON"))},
         "LABEL_STUDIO_BASE_DATA_DIR": str(data),
         "LABEL_STUDIO_HOST": url,  # the hostname it gives the ML backend for task images
@@ -167,40 +173,96 @@ def label_studio(tmp_path_factory):
         "ML_BLOCK_LOCAL_IP": "false",
         "SSRF_PROTECTION_ENABLED": "false",
         "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
+        "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(data / "files"),
         "DJANGO_DB": "sqlite",
     }
+
+
+@contextmanager
+def run_label_studio(data: Path, legacy_tokens: bool, extra_env: dict | None = None):
+    """Start Label Studio 1.23 from ``.venv-ls`` on a free loopback port with a fresh data folder (the first
+    start migrates its SQLite database, ~30-60 s) and a known user; ``(process, url)`` once it answers.
+
+    ``legacy_tokens`` starts it with ``--enable-legacy-api-token`` (the user's legacy token is
+    :data:`LS_TOKEN`); without it the server is as ``label-studio start`` makes it: Personal Access Tokens only.
+    """
+    binary = LS_VENV / "bin" / "label-studio"
+    require(binary.is_file(), f"Label Studio ({binary})", "scripts/ci_setup_label_studio.sh")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**label_studio_env(url, data), **(extra_env or {})}
     log = data / "label-studio.log"
     handle = open(log, "w")  # noqa: SIM115 - closed with the process
-    process = subprocess.Popen(
-        [
-            str(binary),
-            "start",
-            "--no-browser",
-            "--internal-host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data / "app"),
-            "--username",
-            LS_USER,
-            "--password",
-            LS_PASSWORD,
-            "--user-token",
-            LS_TOKEN,
-            "--enable-legacy-api-token",
-        ],
-        stdout=handle,
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=data,
-    )
+    command = [
+        str(binary),
+        "start",
+        "--no-browser",
+        "--internal-host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data / "app"),
+        "--username",
+        LS_USER,
+        "--password",
+        LS_PASSWORD,
+        "--user-token",
+        LS_TOKEN,
+    ]
+    if legacy_tokens:
+        command.append("--enable-legacy-api-token")
+    process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=data)
     try:
         wait_for_http(url + "/health", process, log, timeout=300)
-        yield url, LS_TOKEN
+        yield process, url
     finally:
         stop(process)
         handle.close()
+
+
+def create_personal_access_token(url: str) -> str:
+    """A Personal Access Token made as the Account page makes it: log in (Django session, CSRF cookie),
+    then ``POST /api/token/`` (``label_studio/jwt_auth/views.py`` ``LSAPITokenView``); returns its
+    ``token`` (a JWT refresh token)."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    opener.open(f"{url}/user/login/", timeout=30).read()
+    csrf = next(c.value for c in jar if c.name == "csrftoken")
+    form = urllib.parse.urlencode(
+        {"email": LS_USER, "password": LS_PASSWORD, "csrfmiddlewaretoken": csrf}
+    ).encode()
+    opener.open(urllib.request.Request(f"{url}/user/login/", data=form, headers={"Referer": url}), timeout=30)
+    csrf = next(c.value for c in jar if c.name == "csrftoken")  # Django rotates it at login
+    request = urllib.request.Request(
+        f"{url}/api/token/",
+        data=b"{}",
+        method="POST",
+        headers={"Content-Type": "application/json", "X-CSRFToken": csrf, "Referer": url},
+    )
+    with opener.open(request, timeout=30) as response:
+        token = json.loads(response.read())["token"]
+    assert token.count(".") == 2, f"not a JWT: {token[:20]}..."
+    return token
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory) -> LabelStudioServer:
+    """A real Label Studio 1.23 server on a free loopback port, started as a person starts it (legacy tokens
+    off, Label Studio's default): ``(base url, Personal Access Token)`` made through its API as the Account
+    page does. Local files under ``.data / "files"`` are served as ``/data/local-files/?d=<relative path>``.
+    """
+    data = tmp_path_factory.mktemp("label-studio")
+    with run_label_studio(data, legacy_tokens=False) as (_, url):
+        yield LabelStudioServer(url, create_personal_access_token(url), data)
+
+
+@pytest.fixture(scope="session")
+def label_studio_legacy(tmp_path_factory) -> LabelStudioServer:
+    """Label Studio 1.23 started with ``--enable-legacy-api-token``: ``(base url, legacy token)``."""
+    data = tmp_path_factory.mktemp("label-studio-legacy")
+    with run_label_studio(data, legacy_tokens=True) as (_, url):
+        yield LabelStudioServer(url, LS_TOKEN, data)
 
 
 @pytest.fixture(scope="session")
@@ -213,4 +275,25 @@ def backend_url(checkpoint, tmp_path_factory):
         health_path="/health",
     )
     yield url, ("ml", "secret")
+    stop(process)
+
+
+@pytest.fixture(scope="session")
+def ls_backend_url(checkpoint, label_studio, tmp_path_factory):
+    """``instaseg label-studio-backend`` as a person runs it for a default Label Studio: with
+    ``--label-studio-url`` and its Personal Access Token (basic auth on), as a subprocess."""
+    log = tmp_path_factory.mktemp("backend-pat") / "backend.log"
+    url, token = label_studio
+    arguments = [
+        "label-studio-backend",
+        str(checkpoint),
+        "--max-megapixels",
+        "1",
+        "--basic-auth",
+        "ml:secret",
+    ]
+    process, backend = start_instaseg(
+        [*arguments, "--label-studio-url", url, "--label-studio-token", token], log, health_path="/health"
+    )
+    yield backend, ("ml", "secret")
     stop(process)

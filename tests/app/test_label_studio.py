@@ -15,7 +15,8 @@ import uuid
 import numpy as np
 import pytest
 
-from instaseg.app.ls_client import LabelStudioClient
+from instaseg.app.ls_auth import PAT
+from instaseg.app.ls_client import LabelStudioClient, LabelStudioError
 from instaseg.formats.brush import brush_rle_to_mask
 from instaseg.formats.labelstudio_json import load_labelstudio_json
 from instaseg.problems import ProblemLog
@@ -83,8 +84,19 @@ def retrieve_predictions(client: LabelStudioClient, project: int) -> list[dict]:
 
 
 @pytest.mark.parametrize("kind", ["polygonlabels", "brushlabels"])
-def test_backend_predictions_round_trip_through_label_studio(label_studio, backend_url, tmp_path, kind):
-    url, token = label_studio
+def test_backend_predictions_round_trip_through_label_studio(label_studio, ls_backend_url, tmp_path, kind):
+    """A default server (Personal Access Token) and the backend started with that token."""
+    round_trip(*label_studio, ls_backend_url, tmp_path, kind)
+
+
+def test_a_legacy_token_server_round_trip(label_studio_legacy, backend_url, tmp_path):
+    """A server with legacy tokens on: pull with the legacy token, and the backend started without a token
+    fetches the images with the one Label Studio's /setup sends (the project creator's legacy token)."""
+    round_trip(*label_studio_legacy, backend_url, tmp_path, "polygonlabels")
+
+
+def round_trip(url: str, token: str, backend_url, tmp_path, kind: str) -> None:
+    """Upload 3 images, backend predictions, accepted as annotations, pulled and imported back."""
     client = LabelStudioClient(url, token, timeout=300)
     project = client.json(
         "POST", "/api/projects", {"title": f"instaseg {kind}", "label_config": CONFIGS[kind]}
@@ -105,25 +117,7 @@ def test_backend_predictions_round_trip_through_label_studio(label_studio, backe
         client.json("POST", f"/api/tasks/{task['id']}/annotations", {"result": result, "task": task["id"]})
 
     out = tmp_path / "pulled"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "instaseg",
-            "pull-label-studio",
-            url,
-            "--project",
-            str(project),
-            "--token",
-            token,
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-    )
+    done = run_pull(url, project, token, out)
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (out / "images").iterdir()) == sorted(predicted)
     log = ProblemLog()
@@ -140,7 +134,7 @@ def test_backend_predictions_round_trip_through_label_studio(label_studio, backe
                 assert np.array_equal(mask, brush_rle_to_mask(region["value"]["rle"], 256, 256))
 
 
-def test_an_unreachable_task_image_leaves_the_other_tasks_predicted(label_studio, backend_url):
+def test_an_unreachable_task_image_leaves_the_other_tasks_predicted(label_studio, ls_backend_url):
     """One batch of two uploaded images and a task whose image URL nobody serves: Label Studio saves the
     two predictions and none for the third (the backend's ``{"error"}`` entry has no ``result``)."""
     url, token = label_studio
@@ -150,10 +144,56 @@ def test_an_unreachable_task_image_leaves_the_other_tasks_predicted(label_studio
     )["id"]
     upload(client, project, sorted(SAMPLE_IMAGES.glob("*.png"))[3:5])
     client.json("POST", f"/api/projects/{project}/import", [{"image": "http://127.0.0.1:9/gone.png"}])
-    connect_backend(client, project, backend_url)
+    connect_backend(client, project, ls_backend_url)
     counts = {
         task["data"]["image"]: len(client.json("GET", f"/api/predictions?task={task['id']}"))
         for task in retrieve_predictions(client, project)
     }
     assert len(counts) == 3 and counts.pop("http://127.0.0.1:9/gone.png") == 0
     assert list(counts.values()) == [1, 1], counts
+
+
+def run_pull(url: str, project: int, token: str, out, env=None) -> subprocess.CompletedProcess:
+    """``instaseg pull-label-studio URL --project P --token T --out OUT`` as a person runs it."""
+    command = [sys.executable, "-m", "instaseg", "pull-label-studio", url, "--project", str(project)]
+    return subprocess.run(
+        [*command, "--token", token, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        env=env,
+    )
+
+
+def test_personal_access_token_is_exchanged_renewed_and_refused_in_one_line(label_studio, tmp_path):
+    """On a server started as ``label-studio start`` makes it (legacy tokens off), the Personal Access Token
+    works after its exchange for an access token, a revoked access token is renewed after the 401, and a
+    tampered PAT or a legacy token get one line naming the kind and where to make a new one."""
+    url, token = label_studio
+    settings = LabelStudioClient(url, token).json("GET", "/api/jwt/settings")
+    assert settings["legacy_api_tokens_enabled"] is False, settings
+    client = LabelStudioClient(url, token)
+    assert client.token_kind == PAT
+    project = client.json(
+        "POST", "/api/projects", {"title": "tokens", "label_config": CONFIGS["polygonlabels"]}
+    )
+    first = client.auth.header()
+    assert first.startswith("Bearer ") and first != f"Bearer {token}"
+    client.auth._access = first.removeprefix("Bearer ")[:-4] + "AAAA"  # an access token the server refuses
+    assert client.project(project["id"])["title"] == "tokens"  # 401, renewed, answered
+    assert client.auth.header() not in (first, f"Bearer {client.auth._access[:-4]}AAAA")
+
+    head, payload, signature = token.split(".")
+    tampered = f"{head}.{payload}.{signature[::-1]}"
+    for wrong, kind, where in [
+        (tampered, "Personal Access Token", "Account & Settings → Personal Access Token"),
+        ("0123456789abcdef0123456789abcdef01234567", "legacy API token", "Account & Settings → Legacy Token"),
+    ]:
+        with pytest.raises(LabelStudioError) as e:
+            LabelStudioClient(url, wrong).project(project["id"])
+        assert f"Label Studio refused the {kind}" in str(e.value) and where in str(e.value), e.value
+        done = run_pull(url, project["id"], wrong, tmp_path / "out")
+        assert done.returncode == 2, done
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and kind in lines[0] and where in lines[0], done.stderr
