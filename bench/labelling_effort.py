@@ -38,6 +38,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -151,14 +152,14 @@ def split_files(records, split, folder: Path) -> tuple[Path, dict[str, list[str]
     return path, names
 
 
-def train_first_model(records, class_map, split, folder: Path, images: Path, args) -> Path:
-    """``instaseg train`` from scratch (automatic recipe) on the first batch: the first served model."""
+def train_first_model(records, class_map, folder: Path, images: Path, args) -> Path:
+    """``instaseg train`` from scratch (automatic recipe) on the first labelled images, split by
+    ``folder/splits.json``: the first served model."""
     from instaseg.formats.coco_export import records_to_coco
 
-    folder.mkdir(parents=True, exist_ok=True)
     numbered = [dataclasses.replace(r, image_id=i) for i, r in enumerate(records, start=1)]
     (folder / "labelled.json").write_text(json.dumps(records_to_coco(numbered, class_map)))
-    splits, _ = split_files(records, split, folder)
+    splits = folder / "splits.json"
     command = [sys.executable, "-m", "instaseg", "train", str(folder / "labelled.json"), "--format", "coco"]
     command += ["--images", str(images), "--splits", str(splits), "--out", str(folder / "train")]
     command += ["--minutes", str(args.round_minutes), "--epochs", str(args.round_epochs), "--select", "map"]
@@ -228,8 +229,9 @@ def label_batch(batch, predictions, served: Served | None, smart: bool):
     return total
 
 
-def predict_pool(served: Served, records) -> dict:
-    """``file name -> (instances, uncertainty value)`` of the served model on ``records``."""
+def predict_pool(served: Served, records, flip: bool) -> dict:
+    """``file name -> (instances, uncertainty value)`` of the served model on ``records`` (``flip``: the
+    uncertainty with the mirror image, as the backend measures it)."""
     from instaseg.app.uncertainty import predict_with_uncertainty
     from instaseg.images import load_image
 
@@ -238,7 +240,7 @@ def predict_pool(served: Served, records) -> dict:
 
     answers = {}
     for record in records:
-        instances, uncertainty = predict_with_uncertainty(predict, load_image(record.image))
+        instances, uncertainty = predict_with_uncertainty(predict, load_image(record.image), flip=flip)
         answers[record.file_name] = (instances, uncertainty.value)
     return answers
 
@@ -250,45 +252,56 @@ def held_out_ap(served: Served, held_out, class_map) -> float | None:
     return mask_map(held_out, class_map, predict_records(predictor, held_out), predictor.max_detections)
 
 
-def run_round(runner, number, labelled, class_map, served: Served, images: Path) -> dict:
-    """One round of the loop's code on the labelled records; the entry it logs (``decision`` skipped when
-    the labelled images do not show every class yet, as the loop's data step requires)."""
+def next_model(runner, labelled, class_map, served: Served | None, workdir: Path, args):
+    """After a batch: the first model (``served`` is ``None``) or one round of the loop's code on every
+    labelled record. Returns ``(entry, the model serving the next batch)``; the entry's ``decision`` is
+    ``skipped`` when the labelled images do not show every class or lack a train or a val image yet (the
+    loop's data step waits for them too)."""
     from instaseg.app.loop_data import FixedSplit, RoundData
     from instaseg.app.rounds import ServedModel
 
-    folder = runner.project_dir.round_dir(number)
-    used = write_export(labelled, class_map, folder / "labelled.json")
-    if used != set(class_map.names):
+    used = {class_map.name(a.label) for r in labelled for a in r.annotations}
+    if served is not None and used != set(class_map.names):
         missing = sorted(set(class_map.names) - used)
-        return {"round": number, "decision": "skipped", "reason": f"no annotation of {missing} yet"}
+        return {"decision": "skipped", "reason": f"no annotation of {missing} yet"}, served
+    number = runner.project_dir.next_number()
+    first = workdir / "first_model"
+    folder = first if served is None else runner.project_dir.round_dir(number)
+    folder.mkdir(parents=True, exist_ok=True)
     split = FixedSplit(runner.project_dir.split_file, runner.settings.val_fraction)
     splits, names = split_files(labelled, split, folder)
     if not names["train"] or not names["val"]:
-        return {"round": number, "decision": "skipped", "reason": "no train or no val image yet"}
-    data = RoundData(
-        folder / "labelled.json",
-        images,
-        splits,
-        len(names["train"]),
-        len(names["val"]),
-        len(labelled),
-        "labelling-effort",
-    )
+        if served is not None:
+            shutil.rmtree(folder)  # no round ran: no round folder
+        return {"decision": "skipped", "reason": "no train or no val image yet"}, served
+    images = workdir / "images"
+    if served is None:
+        checkpoint = train_first_model(labelled, class_map, folder, images, args)
+        val = [r for r in labelled if r.file_name in set(names["val"])]
+        entry = {"decision": "first model", "reason": "instaseg train from scratch (automatic recipe)"}
+        return entry, serve(checkpoint, "first", None, args.device, val)
+    write_export(labelled, class_map, folder / "labelled.json")
+    counts = (len(names["train"]), len(names["val"]), len(labelled))
+    data = RoundData(folder / "labelled.json", images, splits, *counts, "labelling-effort")
     entry = runner.run_on_data(number, data, ServedModel(served.checkpoint, served.version))
     runner.project_dir.finish(entry)
-    return entry
+    if entry["decision"] != "promoted":
+        return entry, served
+    checkpoint = runner.project_dir.root / entry["checkpoint"]
+    threshold = entry.get("pre_annotation_threshold")
+    return entry, serve(checkpoint, entry["model_version"], threshold, args.device)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_arguments(argv)
     from instaseg.app.effort import Effort
-    from instaseg.app.loop_data import FixedSplit
     from instaseg.app.rounds import ProjectDir, RoundRunner, RoundSettings
 
     with tempfile.TemporaryDirectory() as scratch:
         workdir = Path(args.workdir or scratch).resolve()
-        images = workdir / "images"
-        class_map, pool, held_out = prepare_records(args, images)
+        if (workdir / "loop").exists():
+            raise SystemExit(f"{workdir} holds the rounds of an earlier run; give a new --workdir")
+        class_map, pool, held_out = prepare_records(args, workdir / "images")
         settings = RoundSettings(
             minutes=args.round_minutes,
             epochs=args.round_epochs,
@@ -302,10 +315,19 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         served = serve(Path(args.model), "given", None, args.device) if args.model else None
+        if served is not None and served.predictor.class_map != class_map:
+            raise SystemExit(
+                f"{args.model} predicts {list(served.predictor.class_map.names)}, the dataset has "
+                f"{list(class_map.names)} (sorted, as a Label Studio export imports them)"
+            )
         rng = np.random.default_rng(args.seed)
         labelled, rows, total = [], [], Effort()
         header = (
             "batch images objects  loop/obj  hand/obj  accepted  smart IoU  thresh  round min  decision  AP"
+        )
+        print(
+            "each row: the batch as labelled with the model serving it (its pre-annotation threshold and "
+            "its mask AP on the held-out images), then the round trained after it (minutes, decision)"
         )
         print(header, flush=True)
         while len(labelled) < len(pool) and (args.batches is None or len(rows) < args.batches):
@@ -313,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
             left = [r for r in pool if r.file_name not in done]
             predictions, uncertainty = {}, None
             if served is not None and args.order == "uncertainty":
-                answers = predict_pool(served, left)
+                answers = predict_pool(served, left, flip=True)
                 uncertainty = {name: value for name, (_, value) in answers.items()}
                 predictions = {name: instances for name, (instances, _) in answers.items()}
             if uncertainty is not None:
@@ -322,31 +344,13 @@ def main(argv: list[str] | None = None) -> int:
                 left = [left[i] for i in rng.permutation(len(left))]
             batch = left[: args.batch]
             if served is not None and not predictions:
-                predictions = {name: p for name, (p, _) in predict_pool(served, batch).items()}
+                predictions = {name: p for name, (p, _) in predict_pool(served, batch, flip=False).items()}
             effort = label_batch(batch, predictions, served, not args.no_smart_box)
             ap = held_out_ap(served, held_out, class_map) if served is not None else None
             labelled += batch
             total = total + effort
             started = time.monotonic()
-            number = runner.project_dir.next_number()
-            if served is None:
-                folder = workdir / "first_model"
-                split = FixedSplit(runner.project_dir.split_file, settings.val_fraction)
-                checkpoint = train_first_model(labelled, class_map, split, folder, images, args)
-                _, names = split_files(labelled, split, folder)
-                val = [r for r in labelled if r.file_name in set(names["val"])]
-                entry = {"decision": "first model", "reason": "instaseg train from scratch"}
-                next_served = serve(checkpoint, "first", None, args.device, val)
-            else:
-                entry = run_round(runner, number, labelled, class_map, served, images)
-                next_served = served
-                if entry["decision"] == "promoted":
-                    next_served = serve(
-                        runner.project_dir.root / entry["checkpoint"],
-                        entry["model_version"],
-                        entry.get("pre_annotation_threshold"),
-                        args.device,
-                    )
+            entry, next_served = next_model(runner, labelled, class_map, served, workdir, args)
             row = {
                 "batch": len(rows) + 1,
                 "images": len(labelled),

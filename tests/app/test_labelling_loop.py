@@ -22,6 +22,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from instaseg.app.effort import THRESHOLD_GRID
 from instaseg.app.ls_client import LabelStudioClient
 
 from ..checkpoints import save_light_checkpoint
@@ -147,6 +148,10 @@ def test_annotations_train_a_round_that_is_promoted_and_served(loop):
     assert entry["round"] == 1 and entry["decision"] == "promoted", entry
     assert entry["train_images"] + entry["val_images"] == ANNOTATED
     assert entry["candidate"]["mask_map"] >= entry["current"]["mask_map"]
+    # The round chose the threshold of its pre-annotations on its val images; the promotion serves it.
+    assert entry["pre_annotation_threshold"] in THRESHOLD_GRID, entry
+    promoted = json.loads((loop.dir / "promoted.json").read_text())
+    assert promoted["pre_annotation_threshold"] == entry["pre_annotation_threshold"]
     version = entry["model_version"]
     assert re.fullmatch(r"nuclei-loop-r001-mAP\d+\.\d", version), version
     folder = loop.dir / "rounds" / "001"
