@@ -23,7 +23,7 @@ from torch import nn
 from torchvision.models.detection.image_list import ImageList
 
 from .precision import Precision, autocast
-from .roi_heads import classify_boxes, detect_boxes, predict_masks
+from .roi_heads import classify_boxes, detect_boxes, predict_masks, shared_levels
 
 # ImageNet statistics that torchvision's GeneralizedRCNNTransform normalises with.
 IMAGE_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -158,14 +158,17 @@ class TorchEngine:
     def detect_features(self, features: Features) -> list[RawDetections]:
         """Detections from :meth:`extract_features`' features (RPN, box head, mask head)."""
         proposals = self.propose(features)
+        heads = self.model.roi_heads
         with self._running():
-            found = detect_boxes(self.model.roi_heads, features.maps, proposals, features.image_sizes)
+            box_levels, mask_levels = shared_levels(heads, features.maps)
+            found = detect_boxes(heads, features.maps, proposals, features.image_sizes, box_levels)
             masks = predict_masks(
-                self.model.roi_heads,
+                heads,
                 features.maps,
                 [boxes for boxes, _, _ in found],
                 [labels for _, _, labels in found],
                 features.image_sizes,
+                mask_levels,
             )
         return [
             RawDetections(boxes.cpu(), labels.cpu(), scores.cpu(), mask_probs.cpu())
@@ -184,13 +187,15 @@ class TorchEngine:
                 probable foreground class.
         """
         boxes = [b.to(self.device, torch.float32) for b in boxes]
+        heads = self.model.roi_heads
         with self._running():
-            probabilities = classify_boxes(self.model.roi_heads, features.maps, boxes, features.image_sizes)
+            box_levels, mask_levels = shared_levels(heads, features.maps)
+            probabilities = classify_boxes(heads, features.maps, boxes, features.image_sizes, box_levels)
             chosen = [
                 (p[:, 1:].argmax(dim=1) + 1) if given is None else given.to(self.device, torch.int64)
                 for p, given in zip(probabilities, labels, strict=True)
             ]
-            masks = predict_masks(self.model.roi_heads, features.maps, boxes, chosen, features.image_sizes)
+            masks = predict_masks(heads, features.maps, boxes, chosen, features.image_sizes, mask_levels)
         return [
             BoxMasks(p.cpu(), label.cpu(), m.cpu())
             for p, label, m in zip(probabilities, chosen, masks, strict=True)
