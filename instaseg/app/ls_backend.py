@@ -14,6 +14,8 @@ Routes (Label Studio's ML backend protocol):
   ``1 - uncertainty`` (:mod:`instaseg.app.uncertainty`), so sorting Label Studio's *Prediction score*
   ascending shows the images the model is least sure about first (once a model version is selected for
   prelabeling: the column is empty while the backend itself is);
+  with ``params.context`` (a person's smart box / click, Label Studio's interactive pre-annotations) the
+  one task gets one region per prompt instead (:mod:`instaseg.app.ls_interactive`);
 - ``POST /webhook`` ``{action, project, ...}`` -> ``{"status": "ok", "training": what happens}``: with a
   training loop (:mod:`instaseg.app.training_loop`, ``--train-on-annotations``), annotation events and
   ``START_TRAINING`` lead to training rounds in the background; without one they are only counted.
@@ -51,7 +53,8 @@ from ..formats.labelstudio_export import instances_to_label_studio_regions, labe
 from ..storage import parse_json
 from .ls_auth import token_kind
 from .ls_client import BUCKET_SCHEMES, LabelStudioClient, LabelStudioError
-from .ls_protocol import LabelConfigError, LabelTarget, parse_label_config
+from .ls_interactive import PromptCache, PromptError, has_context, interactive_prediction
+from .ls_protocol import LabelConfigError, LabelTarget, config_label_values, parse_label_config
 from .service import InputError, ModelService, decode_upload
 from .uncertainty import predict_with_uncertainty, prediction_score
 
@@ -122,6 +125,7 @@ class Backend:
         self.projects: dict[str, dict] = {}  # "<id>.<timestamp>" -> {"hostname", "access_token"}
         self.events: Counter = Counter()
         self.loop = None  # a TrainingLoop when training on annotations
+        self.prompt_cache = PromptCache()  # image features for interactive prompts (ls_interactive)
         self._lock = threading.Lock()
 
     @property
@@ -133,6 +137,7 @@ class Backend:
         """Serve ``service`` from the next request on (requests in flight finish on the old one)."""
         with self._lock:
             self._service = service
+        self.prompt_cache.clear()  # the old model's features answer no further prompt
 
     def client_for(self, project) -> LabelStudioClient | None:
         """A client of the server of ``project`` (``"<id>.<timestamp>"``, an id, or ``None``)."""
@@ -247,6 +252,28 @@ class Backend:
         except RequestProblem as e:
             logger.warning("%s", e)
             return {"error": str(e), "status": e.status}
+
+    def predict_interactive(self, service: ModelService, body: dict, target: LabelTarget, client) -> dict:
+        """The answer to a person's prompts (``params.context``) on the one task of ``body``
+        (:mod:`instaseg.app.ls_interactive`); ``RequestProblem`` 422 for a bad context, 424 for its image."""
+        tasks = body["tasks"]
+        if len(tasks) != 1:
+            raise RequestProblem(
+                422, f"interactive prompts (params.context) need exactly one task, got {len(tasks)}"
+            )
+        known = config_label_values(body.get("label_config", ""))
+        try:
+            return interactive_prediction(
+                service,
+                tasks[0],
+                body["params"]["context"],
+                target,
+                known,
+                self.prompt_cache,
+                lambda task: self.task_image(task, target, client),
+            )
+        except PromptError as e:
+            raise RequestProblem(422, str(e)) from None
 
     def webhook(self, body: dict) -> dict:
         action = body.get("action")
@@ -383,6 +410,9 @@ def _add_routes(app: FastAPI, backend: Backend) -> None:
         service = backend.service  # one model for the whole request, even if a promotion swaps it
         target = backend.check_predict_request(body, service)
         client = backend.client_for(body.get("project"))
+        if has_context(body):  # a person's smart box or click: one answer for the one task
+            answer = await run_in_threadpool(backend.predict_interactive, service, body, target, client)
+            return batch_answer([answer], service.version)
         # The model runs in a worker thread so that /health keeps answering during a long prediction.
         results = [
             await run_in_threadpool(backend.predict_or_report, service, task, target, client)

@@ -99,3 +99,55 @@ def parse_label_config(config: str) -> LabelTarget:
         "the label config has no <PolygonLabels> or <BrushLabels> with <Label> values pointing (toName) at an "
         f'<Image value="$...">; found: {found or "no labels tags"}'
     )
+
+
+# Smart (interactive) control tag name -> the context item ``type`` Label Studio sends for it.
+PROMPT_CONTROLS = {"RectangleLabels": "rectanglelabels", "KeyPointLabels": "keypointlabels"}
+
+
+def config_label_values(config: str) -> set[str]:
+    """Every ``<Label value=...>`` of a label config (the names a prompt's label may carry); empty for XML
+    that does not parse (:func:`parse_label_config` reports that)."""
+    try:
+        root = ET.fromstring(config)
+    except (ET.ParseError, TypeError):
+        return set()
+    return {label.get("value") for label in root.iter("Label") if label.get("value")}
+
+
+def label_config_xml(classes: list[str], control: str = "brush", image_key: str = "image") -> str:
+    """A labeling config for ``classes``: the ``BrushLabels`` (``control="brush"``) or ``PolygonLabels``
+    (``"polygon"``) control the backend fills, beside ``smart="true"`` ``RectangleLabels`` and
+    ``KeyPointLabels`` with the same labels (the interactive prompts), all on ``<Image value="$image">``.
+
+    Raises:
+        ValueError: no classes, a repeated or empty name, or an unknown ``control``.
+    """
+    from xml.sax.saxutils import quoteattr
+
+    tags = {"brush": "BrushLabels", "polygon": "PolygonLabels"}
+    if control not in tags:
+        raise ValueError(f"unknown control {control!r}; valid: {', '.join(tags)}")
+    names = [c.strip() for c in classes]
+    if not names or any(not n for n in names) or len(set(names)) != len(names):
+        raise ValueError(f"classes must be distinct non-empty names, got {classes!r}")
+    palette = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45"]
+
+    def labels(indent: str) -> str:
+        return "\n".join(
+            f"{indent}<Label value={quoteattr(n)} background={quoteattr(palette[i % len(palette)])}/>"
+            for i, n in enumerate(names)
+        )
+
+    main = tags[control]
+    extra = ' strokeWidth="3" pointSize="small"' if control == "polygon" else ""
+    return (
+        "<View>\n"
+        f'  <Image name="image" value="${image_key}" zoom="true"/>\n'
+        f'  <{main} name="label" toName="image"{extra}>\n{labels("    ")}\n  </{main}>\n'
+        '  <RectangleLabels name="box_prompt" toName="image" smart="true" showInline="true">\n'
+        f"{labels('    ')}\n  </RectangleLabels>\n"
+        '  <KeyPointLabels name="click_prompt" toName="image" smart="true" showInline="true">\n'
+        f"{labels('    ')}\n  </KeyPointLabels>\n"
+        "</View>\n"
+    )

@@ -33,6 +33,51 @@ def backend_predict_body(image_url: str) -> dict:
     }
 
 
+INTERACTIVE_CONFIG = """<View><Image name="img" value="$image"/>
+  <BrushLabels name="mask" toName="img"><Label value="nucleus"/></BrushLabels>
+  <RectangleLabels name="box" toName="img" smart="true"><Label value="nucleus"/></RectangleLabels>
+  <KeyPointLabels name="click" toName="img" smart="true"><Label value="nucleus"/></KeyPointLabels></View>"""
+
+
+def backend_interactive_body(image_url: str) -> dict:
+    """A valid interactive ``/predict`` body (Label Studio's interactive-annotating call): one task, a
+    smart box, a positive and a negative click in ``params.context``."""
+    size = {"original_width": 256, "original_height": 256, "image_rotation": 0}
+    return {
+        "tasks": [{"id": 1, "data": {"image": image_url}, "project": 1}],
+        "label_config": INTERACTIVE_CONFIG,
+        "project": "1.1700000000",
+        "params": {
+            "login": None,
+            "password": None,
+            "context": {
+                "result": [
+                    {
+                        **size,
+                        "type": "rectanglelabels",
+                        "from_name": "box",
+                        "to_name": "img",
+                        "value": {
+                            "x": 10,
+                            "y": 20,
+                            "width": 30,
+                            "height": 25,
+                            "rectanglelabels": ["nucleus"],
+                        },
+                    },
+                    {
+                        **size,
+                        "type": "keypointlabels",
+                        "is_positive": True,
+                        "value": {"x": 50, "y": 50, "width": 0.5, "keypointlabels": ["nucleus"]},
+                    },
+                    {**size, "type": "keypointlabels", "is_positive": False, "value": {"x": 5.5, "y": 90}},
+                ]
+            },
+        },
+    }
+
+
 def backend_predict_answer(client, body) -> str:
     """POST ``body`` (written as :func:`~tests.formats.fuzz_targets.to_json` does) and check the answer:
     ``"predicted"`` (200, every task has a ``result``), ``"partly predicted"`` (200, some tasks have an
@@ -46,7 +91,9 @@ def backend_predict_answer(client, body) -> str:
         assert isinstance(error, str) and "\n" not in error and "Traceback" not in error, payload
         return "refused"
     results = payload["results"]
-    assert isinstance(results, list) and len(results) == len(body["tasks"]), payload
+    params = body.get("params")
+    interactive = isinstance(params, dict) and params.get("context") is not None  # one task, its prompts
+    assert isinstance(results, list) and len(results) == (1 if interactive else len(body["tasks"])), payload
     for entry in results:
         assert isinstance(entry.get("result"), list) or isinstance(entry.get("error"), str), entry
     return "partly predicted" if any("error" in entry for entry in results) else "predicted"

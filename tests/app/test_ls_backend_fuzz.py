@@ -1,6 +1,7 @@
 """Property-based fuzzing of the Label Studio backend's ``/predict`` body (in-process, the real model).
 
-A valid request (a fetchable image, an unreachable one, the polygon label config) is mutated at random
+A valid request (a fetchable image, an unreachable one, the polygon label config), and a valid interactive
+request (one task, a smart box and clicks in ``params.context``), are mutated at random
 places with the importers' hostile values (:func:`tests.formats.fuzz_targets.mutated`: huge numbers, NaN,
 deep nesting, paths, URLs, wrong types). Every answer must be a 200 with one entry per task or a 4xx with
 a one-line ``{"error": ...}``: never a 500. ``bench/fuzz.py --targets backend`` runs many more examples.
@@ -12,7 +13,12 @@ import pytest
 from hypothesis import given
 
 from ..formats.fuzz_targets import fixed_budget, mutated
-from .backend_fuzz import backend_client, backend_predict_answer, backend_predict_body
+from .backend_fuzz import (
+    backend_client,
+    backend_interactive_body,
+    backend_predict_answer,
+    backend_predict_body,
+)
 
 BUDGET = fixed_budget(120)
 
@@ -39,6 +45,25 @@ def test_mutated_predict_bodies_get_answers_or_a_4xx(client, image_url):
     run()
     # The budget reaches both: mutations that leave a task to predict and ones that refuse the request.
     assert {"partly predicted", "refused"} <= set(outcomes), outcomes
+
+
+def test_mutated_interactive_bodies_get_answers_or_a_4xx(client, image_url):
+    outcomes = []
+
+    @BUDGET
+    @given(mutated(lambda: backend_interactive_body(image_url)))
+    def run(body):
+        outcomes.append(backend_predict_answer(client, body))
+
+    run()
+    assert {"predicted", "refused"} <= set(outcomes), outcomes
+
+
+def test_the_unmutated_interactive_body_answers_its_prompts(client, image_url):
+    body = backend_interactive_body(image_url)
+    assert backend_predict_answer(client, body) == "predicted"
+    (prediction,) = client.post("/predict", json=body).json()["results"]
+    assert [r["type"] for r in prediction["result"]][:1] == ["brushlabels"]  # the box's region first
 
 
 def test_the_unmutated_body_predicts_one_task_and_reports_the_other(client, image_url):
