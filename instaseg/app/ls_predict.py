@@ -106,7 +106,8 @@ def _predict_task(client, task, target, names, service, version, flip, max_pixel
         summary.failed.append(f"{where}: no {target.data_key!r} image URL in its data")
         return
     try:
-        image = decode_upload(client.download(location), f"{where} image {location}", max_pixels)
+        data = client.download(location, task=task.get("id"))  # s3:// through the presign route
+        image = decode_upload(data, f"{where} image {location}", max_pixels)
     except (LabelStudioError, InputError) as e:
         summary.failed.append(f"{where}: {e}")
         return

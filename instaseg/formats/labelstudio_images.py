@@ -55,7 +55,8 @@ def image_reference(value: str) -> tuple[str, bool]:
         return query["d"][0], False
     if query.get("fileuri"):  # /tasks/<id>/presign/?fileuri=<base64 of s3://...>
         try:
-            return image_reference(base64.b64decode(query["fileuri"][0]).decode("utf-8"))
+            # Label Studio encodes it URL-safe (``-_``); this also reads the standard alphabet.
+            return image_reference(base64.urlsafe_b64decode(query["fileuri"][0]).decode("utf-8"))
         except (binascii.Error, UnicodeDecodeError):
             pass
     if query.get("filepath"):

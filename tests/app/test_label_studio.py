@@ -153,11 +153,11 @@ def test_an_unreachable_task_image_leaves_the_other_tasks_predicted(label_studio
     assert list(counts.values()) == [1, 1], counts
 
 
-def run_pull(url: str, project: int, token: str, out, env=None) -> subprocess.CompletedProcess:
-    """``instaseg pull-label-studio URL --project P --token T --out OUT`` as a person runs it."""
+def run_pull(url: str, project: int, token: str, out, env=None, extra=()) -> subprocess.CompletedProcess:
+    """``instaseg pull-label-studio URL --project P --token T --out OUT [EXTRA]`` as a person runs it."""
     command = [sys.executable, "-m", "instaseg", "pull-label-studio", url, "--project", str(project)]
     return subprocess.run(
-        [*command, "--token", token, "--out", str(out)],
+        [*command, "--token", token, "--out", str(out), *extra],
         capture_output=True,
         text=True,
         cwd=REPO,
