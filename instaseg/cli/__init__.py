@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "export": "export",
     "serve": "serve",
     "label-studio-backend": "label_studio_backend",
+    "label-config": "label_config",
     "label-studio-predict": "label_studio_predict",
     "pull-label-studio": "pull_label_studio",
     "quickstart": "quickstart",
