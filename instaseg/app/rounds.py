@@ -52,10 +52,14 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def project_slug(project_title: str) -> str:
+    """The project's title as a name: ``"Nuclei loop"`` -> ``nuclei-loop`` (also the MLflow model's name)."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", project_title).strip("-").lower()[:40] or "project"
+
+
 def model_version_name(project_title: str, number: int, mask_map: float) -> str:
     """A readable model version: ``<project>-r003-mAP41.2`` (mask mAP in percent on the val images)."""
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", project_title).strip("-").lower()[:40] or "project"
-    return f"{slug}-r{number:03d}-mAP{100 * mask_map:.1f}"
+    return f"{project_slug(project_title)}-r{number:03d}-mAP{100 * mask_map:.1f}"
 
 
 class ProjectDir:
@@ -314,7 +318,8 @@ class RoundRunner:
         # best.pt = the epoch with the best mask mAP on the fixed val images: the promotion's own measure.
         command += ["--select", "map"]
         command += ["--epochs", str(settings.epochs), "--minutes", str(settings.minutes)]
-        command += ["--device", settings.device, "--seed", str(int(round_dir.name)), *settings.train_args]
+        command += ["--device", settings.device, "--seed", str(int(round_dir.name))]
+        command += ["--track", "none", *settings.train_args]  # the loop logs the round as one MLflow run
         self._run_child(command, round_dir / "round.log", "training")
         best = round_dir / "train" / "best.pt"
         if not best.is_file():

@@ -46,6 +46,8 @@ class LoopSettings:
         quiet_minutes: ...or this long after the last one (whichever comes first).
         rounds: how a round trains and decides.
         predict_after_promotion: pre-annotate the unlabelled tasks after each promotion.
+        track: each round as an MLflow run, each promoted model as a registered model version
+            (:mod:`.round_tracking`): ``auto`` (when ``MLFLOW_TRACKING_URI`` is set), ``mlflow`` or ``none``.
     """
 
     project_dir: Path
@@ -54,6 +56,7 @@ class LoopSettings:
     quiet_minutes: float = 5.0
     rounds: RoundSettings = field(default_factory=RoundSettings)
     predict_after_promotion: bool = False
+    track: str = "auto"
 
 
 def project_id(value) -> int | None:
@@ -196,10 +199,23 @@ class TrainingLoop:
         if entry["decision"] == "promoted":
             entry = self._promote(entry)
         self.project_dir.finish(entry)
+        self._track(entry)
         self._note = f"round {number}: {entry['decision']} ({entry.get('reason', '')})"
         logger.info(self._note)
         if entry["decision"] == "promoted" and self.settings.predict_after_promotion:
             self._predict_project(client)
+
+    def _track(self, entry: dict) -> None:
+        """The round in MLflow, the promoted model registered; a tracking failure is logged, never fatal."""
+        from ..train.tracking import TrackingError
+        from .round_tracking import track_round
+        from .rounds import project_slug
+
+        name = project_slug(entry.get("project_title") or f"project {self.project}")
+        try:
+            track_round(self.settings.track, self.project_dir.root, entry, name, say=logger.info)
+        except TrackingError as e:
+            logger.warning("round %s is not in MLflow: %s", entry["round"], e)
 
     def _promote(self, entry: dict) -> dict:
         checkpoint = self.project_dir.root / entry["checkpoint"]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import shlex
 import sys
 from pathlib import Path
 
 from ..model.config import ARCH_NAMES, DEVICES, RESIZE_MODES
 from ..train.config import AUGMENTATIONS, OPTIMIZERS, SCHEDULERS, SELECT_RULES
+from ..train.tracking import TRACK_MODES
 from ._common import add_dataset_arguments, add_precision_argument
 from .train_setup import BUDGET_EPOCHS, DEFAULT_EPOCHS, Refused, anchor_sizes
 
@@ -140,6 +143,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run = parser.add_argument_group("run")
     run.add_argument("--device", default="auto", choices=DEVICES)
     run.add_argument("--seed", type=int, default=0)
+    run.add_argument(
+        "--track",
+        default="auto",
+        choices=TRACK_MODES,
+        help="track the run in MLflow: its recipe and flags as params, per-epoch losses, mAP and lr as "
+        "metrics, best.pt, metrics.csv and plots as artifacts. auto (default): when MLFLOW_TRACKING_URI is "
+        "set; mlflow: always (without MLFLOW_TRACKING_URI in a SQLite store RUN_DIR/mlflow.db; needs pip "
+        "install 'instaseg[mlflow]'); none: never",
+    )
     run.add_argument(
         "--workers",
         type=int,
@@ -274,6 +286,7 @@ def _run(args: argparse.Namespace, context) -> int:
     from ..model.checkpoint import CheckpointError
     from ..model.weights import WeightsError
     from ..train.engine import TrainingError
+    from ..train.tracking import TrackingError
     from .train_setup import new_configs, new_run_dir, resumed_configs
 
     try:
@@ -309,7 +322,7 @@ def _run(args: argparse.Namespace, context) -> int:
         if state is None:
             config, model_config = new_configs(args, splits["train"], dataset.class_map.num_classes, say)
         result = _fit(args, context, splits, dataset.class_map, config, model_config, run_dir)
-    except (Refused, WeightsError, CheckpointError, TrainingError, ValueError) as e:
+    except (Refused, WeightsError, CheckpointError, TrainingError, TrackingError, ValueError) as e:
         return _fail(str(e))
     say(
         f"{result.stop_reason}: {result.steps} optimizer steps ({result.epochs_done:.1f} epochs); best epoch "
@@ -324,22 +337,44 @@ def _fit(args, context, splits, class_map, config, model_config, run_dir):
     """:func:`~instaseg.train.fit.fit` with the command line's options (and ``--select map``'s metric)."""
     from ..distributed import StepTrace
     from ..train.fit import fit
+    from ..train.tracking import TrackingError, finish_training_run
 
     select = None
     if config.select == "map":
         select = _select_metric(splits["val"], class_map, model_config, context, config.precision)
-    return fit(
-        splits,
-        class_map,
-        config,
-        model_config,
-        run_dir,
-        resume=bool(args.resume),
-        select_metric=select,
-        progress=sys.stderr.isatty(),  # a bar on a terminal; in a log file the epoch lines only
-        report=print,
-        download=not args.no_download,
-        distributed=context,
-        sync_batchnorm=args.sync_bn,
-        trace=StepTrace.from_environment(context.rank if context else 0),
-    )
+    tracker = _tracker(args, context, config, model_config, run_dir)
+    try:
+        result = fit(
+            splits,
+            class_map,
+            config,
+            model_config,
+            run_dir,
+            resume=bool(args.resume),
+            select_metric=select,
+            progress=sys.stderr.isatty(),  # a bar on a terminal; in a log file the epoch lines only
+            report=print,
+            download=not args.no_download,
+            distributed=context,
+            sync_batchnorm=args.sync_bn,
+            trace=StepTrace.from_environment(context.rank if context else 0),
+            on_epoch=tracker.log_epoch,
+        )
+    except BaseException as e:
+        status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
+        with contextlib.suppress(TrackingError):  # the training error is the one to tell
+            finish_training_run(tracker, run_dir, [], status)
+        raise
+    finish_training_run(tracker, run_dir, result.history)
+    return result
+
+
+def _tracker(args, context, config, model_config, run_dir):
+    """The MLflow tracker of ``--track`` (rank 0 only), its run started with the recipe and the flags."""
+    from ..train.tracking import flatten_params, start_training_run
+
+    flags = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float)) and k != "command"}
+    params = flatten_params({"train": config.to_dict(), "model": model_config.to_dict(), "flag": flags})
+    params["command"] = shlex.join(["instaseg", *_arguments_without_gpus(args)])
+    main = context is None or context.is_main
+    return start_training_run(args.track if main else "none", run_dir, params)

@@ -287,6 +287,11 @@ def _record_epoch(run: RunState, row: dict, score: float, trace: Callable[[dict]
     return improved
 
 
+def _report_epoch(on_epoch: Callable[[dict], None] | None, run: RunState) -> None:
+    if on_epoch is not None and run.main:  # e.g. the MLflow tracker of train --track
+        on_epoch(run.result.history[-1])
+
+
 def fit(
     splits: dict[str, list[Record]],
     class_map: ClassMap,
@@ -304,6 +309,7 @@ def fit(
     sync_batchnorm: bool = False,
     trace: Callable[[dict], None] | None = None,
     clock: TrainingClock | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> FitResult:
     """Train a Mask R-CNN on ``splits["train"]``, validating on ``splits["val"]`` after each epoch.
 
@@ -326,6 +332,7 @@ def fit(
             weights) and per checkpoint written; tests use it to check DDP runs.
         clock: the clock of ``config.minutes`` (default: one started now; a caller may start it earlier so
             that the budget includes its own work, or give one with another time source).
+        on_epoch: called on rank 0 with each epoch's row of ``metrics.csv`` once it is saved.
     """
     run_dir = Path(run_dir)
     main = distributed is None or distributed.is_main
@@ -359,7 +366,9 @@ def fit(
             if _run_epoch(
                 run, train_set, eval_sets, epoch, select_metric, progress, trace, board, say, stop_after
             ):
+                _report_epoch(on_epoch, run)
                 break
+            _report_epoch(on_epoch, run)
     finally:
         if board is not None:
             board.close()
