@@ -1,7 +1,13 @@
 """CPU prediction speed and mask AP: the seed's way vs instaseg's default path vs the other engines and precisions.
 
     .venv/bin/python bench/predict_speed.py CHECKPOINT [--data DIR] [--first 40] [--count 20] [--threads 2]
-        [--bf16 auto|yes|no] [--clock wall|cpu]
+        [--bf16 auto|yes|no] [--clock wall|cpu] [--setting both|ap|user] [--user-threshold 0.5]
+
+Two settings. The user's setting (first): what ``instaseg predict`` gives by default, score >= 0.5 and the
+checkpoint's detections per image: the seed's way at the training size (eager fp32 ``model([image])`` with
+torchvision's internal threshold, the checkpoint's 0.05, filtered at 0.5 afterwards in Python) against
+instaseg's default CPU path (threshold inside the ROI heads), with the same-instances check (median mask
+IoU >= 0.95, counts within 2 %) and the split by stage. Then the AP setting, below.
 
 On the same checkpoint (trained on real data: the number of detections drives the cost) and the same
 images (by default the DSB nuclei sample's images 41..60, held out from a model trained on 1..40):
@@ -53,14 +59,17 @@ from instaseg.images import load_image
 from instaseg.model.checkpoint import load_checkpoint
 from instaseg.model.engine import prepare_image
 from instaseg.model.onnx_export import export_onnx
-from instaseg.model.precision import autocast, resolve_precision
+from instaseg.model.precision import resolve_precision
 from instaseg.model.predictor import Predictor
+from instaseg.model.roi_heads import detect_boxes, predict_masks, shared_levels
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "dsb2018_nuclei_sample"
 
 
-def seed_way(checkpoint: str, min_size: int | None, max_size: int | None):
-    """A predict function doing what the seed did: ``model([tensor])``, masks > 0.5 at full size."""
+def seed_way(checkpoint: str, min_size: int | None, max_size: int | None, keep_score: float = 0.0):
+    """A predict function doing what the seed did: ``model([tensor])`` (torchvision's internal score
+    threshold: the checkpoint's), masks > 0.5 at full size, then instances scoring below ``keep_score``
+    dropped in Python, as the seed's notebook filtered at its display threshold."""
     model, _, config = load_checkpoint(checkpoint, device="cpu")
     if min_size is not None:
         model.transform.min_size, model.transform.max_size = (min_size,), max_size
@@ -81,6 +90,8 @@ def seed_way(checkpoint: str, min_size: int | None, max_size: int | None):
             t4 = time.perf_counter()
             detections = model.transform.postprocess(detections, images.image_sizes, [image.shape[:2]])
             out = detections[0]
+            kept = out["scores"] >= keep_score
+            out = {key: value[kept] for key, value in out.items()}
             masks = (out["masks"][:, 0] > 0.5).numpy()
             t5 = time.perf_counter()
         for name, seconds in zip(
@@ -116,26 +127,29 @@ def instaseg_way(predictor: Predictor):
 
 
 def profile_network(predictor: Predictor, images: list[np.ndarray]) -> dict[str, float]:
-    """Seconds in backbone / RPN / ROI heads of the torch engine over ``images``, in its precision."""
-    model, stages = predictor.engine.model, defaultdict(float)
-    from torchvision.models.detection.image_list import ImageList
-
+    """Seconds in backbone / RPN / box head / mask head of the torch engine's own steps over ``images``,
+    in its precision and at its score threshold (bench/profile_predict.py splits them further)."""
+    engine, stages = predictor.engine, defaultdict(float)
+    heads = engine.model.roi_heads
     for image in images:
-        x = torch.from_numpy(prepare_image(image, predictor.image_size, predictor.resize))[None]
-        pad = [(32 - s % 32) % 32 for s in x.shape[-2:]]
-        x = torch.nn.functional.pad(x, (0, pad[1], 0, pad[0])).contiguous(memory_format=torch.channels_last)
-        sizes = [tuple(prepare_image(image, predictor.image_size, predictor.resize).shape[1:])]
-        with torch.inference_mode(), autocast(model, predictor.precision):
-            t0 = time.perf_counter()
-            features = model.backbone(x)
-            t1 = time.perf_counter()
-            proposals, _ = model.rpn(ImageList(x, sizes), features)
-            t2 = time.perf_counter()
-            model.roi_heads(features, proposals, sizes)
+        prepared = prepare_image(image, predictor.image_size, predictor.resize)
+        t0 = time.perf_counter()
+        features = engine.extract_features([prepared])
+        t1 = time.perf_counter()
+        proposals = engine.propose(features)
+        t2 = time.perf_counter()
+        with engine._running():
+            box_levels, mask_levels = shared_levels(heads, features.maps)
+            found = detect_boxes(heads, features.maps, proposals, features.image_sizes, box_levels)
             t3 = time.perf_counter()
+            predict_masks(
+                heads, features.maps, [found[0][0]], [found[0][2]], features.image_sizes, mask_levels
+            )
+            t4 = time.perf_counter()
         stages["backbone"] += t1 - t0
         stages["rpn"] += t2 - t1
-        stages["roi_heads"] += t3 - t2
+        stages["box head"] += t3 - t2
+        stages["mask head"] += t4 - t3
     return stages
 
 
@@ -253,6 +267,51 @@ def build_paths(args, checkpoint: str, folder: str, profiles: dict) -> tuple[lis
     return paths, predictor, reference
 
 
+def user_setting(args, checkpoint: str, images, records, class_map, clock) -> None:
+    """What a user of ``instaseg predict`` gets by default (its ``--score-threshold`` and the checkpoint's
+    detections): the seed's way at the same input size, filtered afterwards, against instaseg's default
+    CPU path with the threshold applied inside the ROI heads (the mask head runs on kept detections only).
+    Same instances: median mask IoU of the seed's instances matched in instaseg's >= 0.95 and instance
+    counts within 2 %."""
+    predict_seed, seed_stages = seed_way(checkpoint, None, None, keep_score=args.user_threshold)
+    predictor = Predictor(checkpoint, device="cpu", score_threshold=args.user_threshold)
+    predict_ours, our_stages = instaseg_way(predictor)
+    paths = [
+        ("(u-a2) seed: eager fp32 model([img]) at training size, filtered", predict_seed),
+        (f"(u-b) instaseg default CPU path ({predictor.precision.name})", predict_ours),
+    ]
+    if predictor.precision.name != "fp32":
+        fp32 = Predictor(checkpoint, device="cpu", precision="fp32", score_threshold=args.user_threshold)
+        paths.append(("(u-b3) instaseg path, fp32", instaseg_way(fp32)[0]))
+    rows = run_all(paths, images, records, class_map, clock, reference=0)
+    seed = rows[0]
+    print(
+        f"\nuser's setting: score >= {args.user_threshold:g} (predict's default), the checkpoint's detections"
+        f" per image ({predictor.max_detections})"
+    )
+    print(
+        f"{'path':64s} {'s/image':>8s} {'vs seed':>8s} {'mask AP':>8s} {'IoU':>5s} {'dets/img':>8s} "
+        f"{'count':>7s} {'same':>5s}"
+    )
+    for row in rows:
+        count_change = row["detections"] / seed["detections"] - 1 if seed["detections"] else 0.0
+        same = "ok" if row["median_iou"] >= 0.95 and abs(count_change) <= 0.02 else "FAIL"
+        print(
+            f"{row['name']:64s} {row['seconds']:8.3f} {seed['seconds'] / row['seconds']:7.2f}x "
+            f"{100 * row['ap']:8.2f} {row['median_iou']:5.3f} {row['detections']:8.1f} "
+            f"{100 * count_change:+6.1f}% {same:>5s}"
+        )
+    print(
+        " (IoU: median mask IoU of the seed's instances matched in this row, unmatched counting 0; same: "
+        "IoU >= 0.95 and counts within 2 %)"
+    )
+    for name, stages in (("(u-a2)", seed_stages), ("(u-b)", our_stages)):
+        parts = ", ".join(f"{k} {v / len(images):.3f}" for k, v in stages.items())
+        print(f"  {name:8s} {parts} (s/image, includes warm-up images)")
+    network = profile_network(predictor, images)
+    print("  (u-b) network: " + ", ".join(f"{k} {v / len(images):.3f}" for k, v in network.items()))
+
+
 def print_table(rows: list[dict], reference: int) -> None:
     """One line per path: speed-ups vs (a) and (a2), mask AP, and the parity verdict against instaseg's torch
     fp32 row (``reference``): mask AP within 0.5 points and median matched mask IoU >= 0.95."""
@@ -293,6 +352,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--bf16", choices=["auto", "yes", "no"], default="auto", help="torch bf16 rows")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="wall or process CPU time")
+    parser.add_argument(
+        "--setting",
+        choices=["both", "ap", "user"],
+        default="both",
+        help="ap: score >= the checkpoint's threshold (0.05), all engines; user: predict's default threshold",
+    )
+    parser.add_argument(
+        "--user-threshold", type=float, default=0.5, help="predict's default --score-threshold (0.5)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -304,10 +372,15 @@ def main() -> None:
         f"{sum(len(r.annotations) for r in records)} ground-truth instances, {args.threads} threads, "
         f"{args.clock} time; {resolve_precision('auto', 'cpu').reason}"
     )
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    if args.setting in ("both", "user"):
+        user_setting(args, args.checkpoint, images, records, dataset.class_map, clock)
+    if args.setting == "user":
+        return
+    print("\nAP setting: score >= the checkpoint's threshold, as COCO AP wants")
     profiles: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as folder:
         paths, predictor, reference = build_paths(args, args.checkpoint, folder, profiles)
-        clock = time.process_time if args.clock == "cpu" else time.perf_counter
         rows = run_all(paths, images, records, dataset.class_map, clock, reference)
     profiles["(b) network"] = profile_network(predictor, images)
 
