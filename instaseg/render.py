@@ -88,9 +88,10 @@ def instance_id_image(instances: Instances) -> np.ndarray:
     return out
 
 
-def rgb_masked_image(instances: Instances) -> np.ndarray:
-    """The instances coloured on black: ``(H, W, 3)`` uint8 RGB, instance ``i`` in ``instance_colors(N)[i]``."""
-    colors = instance_colors(len(instances))
+def rgb_masked_image(instances: Instances, colors: np.ndarray | None = None) -> np.ndarray:
+    """The instances coloured on black: ``(H, W, 3)`` uint8 RGB, instance ``i`` in ``colors[i]`` (``(N, 3)``
+    uint8 RGB; default ``instance_colors(N)``)."""
+    colors = instance_colors(len(instances)) if colors is None else np.asarray(colors, np.uint8)
     out = np.zeros((*_size(instances), 3), dtype=np.uint8)
     pieces = mask_pieces(instances)
     for i in _paint_order(instances):
@@ -156,6 +157,7 @@ def draw_overlay(
     style: OverlayStyle | None = None,
     boxes: bool = True,
     labels: bool | None = None,
+    colors: np.ndarray | None = None,
 ) -> np.ndarray:
     """The photo with each instance's mask tinted in its own colour and outlined, its box, label and score.
 
@@ -167,6 +169,8 @@ def draw_overlay(
         boxes, labels: whether to draw the boxes and the label/score tags. ``labels=None`` (default) tags
             only objects whose box is at least half as wide as the tag, so that dense scenes of small
             objects (cells, nuclei) stay visible under their masks instead of under a carpet of tags.
+        colors: ``(N, 3)`` uint8 RGB, one per instance (e.g. one per class); default
+            :func:`instance_colors`.
 
     Returns:
         A new RGB uint8 ``(H, W, 3)`` array. Pixels outside the masks, the box outlines (``thickness``
@@ -182,7 +186,7 @@ def draw_overlay(
         )
     out = image.copy()
     style = style or OverlayStyle.for_size(height, width)
-    colors = instance_colors(len(instances))
+    colors = instance_colors(len(instances)) if colors is None else np.asarray(colors, np.uint8)
     order = _paint_order(instances)
     _tint_masks(out, mask_pieces(instances), order, colors, style)
     for i in order:

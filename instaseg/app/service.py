@@ -87,11 +87,18 @@ class ModelService:
         self.version = f"instaseg-{self.path.stem}-{int(stat.st_mtime)}"
         self._lock = threading.Lock()
 
-    def predict(self, image: np.ndarray):
+    def predict(self, image: np.ndarray, tile=..., tta=...):
         """:class:`~instaseg.core.Instances` (box-local masks) of an RGB uint8 ``(H, W, 3)`` image, scores
-        decreasing."""
+        decreasing. ``tile`` (a :class:`~instaseg.model.tiling.TileConfig` or ``None``) and ``tta`` (``"flip"``
+        or ``None``) replace the service's own settings for this call when given."""
+        from ..model.tiling import predict_image
+
         with self._lock:
-            return self.predictor.predict_arrays([image])[0]
+            if tile is ... and tta is ...:
+                return self.predictor.predict_arrays([image])[0]
+            tile = self.predictor.tile if tile is ... else tile
+            tta = self.predictor.tta if tta is ... else tta
+            return predict_image(self.predictor, image, tile, tta)
 
     def pre_annotations(self, instances):
         """The instances shown to a person as pre-annotations: those scoring >= :attr:`pre_annotation_threshold`."""

@@ -8,7 +8,10 @@ import os
 from . import UsageError
 from ._common import add_precision_argument, add_tile_argument, parse_tile_argument
 
-HELP = "Serve a trained model (checkpoint or .onnx) as a web demo: image in, masked image and detections out."
+HELP = (
+    "Serve a trained model (checkpoint or .onnx) as a web demo: drop a photo, compare it before/after, tune "
+    "the threshold, classes and style without re-running the model, download the masks and JSON."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("INSTASEG_SERVE_AUTH"),
         help="require this login (default: $INSTASEG_SERVE_AUTH; none when unset)",
     )
-    parser.add_argument("--concurrency", type=int, default=1, help="predictions run at the same time")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="predictions (model runs) at the same time; redraws run beside them",
+    )
     parser.add_argument(
         "--max-queue", type=int, default=64, help="requests waiting at most; more are refused"
     )
@@ -72,7 +80,7 @@ def load_service(path: str, device: str, tile: str | None = None, precision: str
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a local demo
-    from ..app.gradio_app import build_app
+    from ..app.gradio_app import CSS, build_app
     from ..storage import list_files
 
     auth = split_credentials(args.auth, "--auth")
@@ -82,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     if args.examples:
         examples = list_files(args.examples, (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"))[:12]
     service = load_service(args.checkpoint, args.device, args.tile, args.precision)
-    app = build_app(service, examples=examples, max_pixels=int(args.max_megapixels * 1e6))
+    app = build_app(service, examples=examples, max_pixels=int(args.max_megapixels * 1e6), tile=args.tile)
     app.queue(default_concurrency_limit=args.concurrency, max_size=args.max_queue)
     print(f"instaseg serve: {args.checkpoint} on http://{args.host}:{args.port}", flush=True)
     app.launch(
@@ -91,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         share=args.share,
         auth=auth,
         show_error=True,
+        css=CSS,
         max_file_size="200mb",
         ssr_mode=False,
         inbrowser=False,
