@@ -52,10 +52,12 @@ DSB = REPO.parent / "shared" / "datasets" / "dsb2018_nuclei_sample"
 SMART_IOU_GOAL = 0.80
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module docstring as it is written, and each option's default."""
+
+
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
     parser.add_argument("data", nargs="?", default=str(DSB), help="dataset with ground truth (default: DSB)")
     parser.add_argument("--images", help="image folder of an export whose paths do not lead to the images")
     parser.add_argument("--format", help="the dataset's format (default: detected)")
@@ -63,7 +65,12 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--batches", type=int, default=None, help="stop after this many batches (default: all)"
     )
-    parser.add_argument("--order", choices=("uncertainty", "random"), default="uncertainty")
+    parser.add_argument(
+        "--order",
+        choices=("uncertainty", "random"),
+        default="uncertainty",
+        help="most uncertain first (the served model's, as Label Studio sorts by prediction score), or random",
+    )
     parser.add_argument("--held-out", type=float, default=0.2, help="held-out share (< 1) or image count")
     parser.add_argument("--limit", type=int, default=None, help="use at most this many images to label")
     parser.add_argument("--round-minutes", type=float, default=3.0, help="training budget of each round")
@@ -90,8 +97,12 @@ def prepare_records(args: argparse.Namespace, folder: Path):
     from instaseg import storage
     from instaseg.core import ClassMap
     from instaseg.formats.load import load_dataset
+    from instaseg.problems import DatasetError
 
-    dataset = load_dataset(args.data, args.images, args.format)
+    try:
+        dataset = load_dataset(args.data, args.images, args.format)
+    except DatasetError as e:
+        raise SystemExit(f"labelling_effort: {e}") from None
     names = sorted(dataset.class_map.names)
     class_map = ClassMap(tuple(names))
     relabel = {dataset.class_map.label(n): class_map.label(n) for n in names}
