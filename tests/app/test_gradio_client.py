@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -34,18 +36,29 @@ def test_returns_masked_image_table_and_downloads(client, sample_image):
     rows = table["data"]
     assert rows, "the test model detects blobs on every image"
     assert all(row[1] == "nucleus" and row[2] >= 0.5 and row[3] > 0 for row in rows)
-    masks_png, predictions = sorted(downloads, key=lambda p: p.endswith(".json"))
-    found = json.loads(open(predictions).read())
-    assert len(found["results"]) == len(rows) and f"{len(rows)} objects" in status
-    assert found["categories"] == [{"id": 1, "name": "nucleus"}]  # the results' category_id 1..K
-    ids = np.asarray(Image.open(masks_png))
+    files = {path.rsplit("_", 1)[-1]: path for path in downloads}
+    assert sorted(files) == sorted(
+        ["overlay.jpg", "binary.png", "rgb.png", "ids.png", "instances.zip", "coco.json", "studio.json"]
+    )
+    results = json.loads(open(files["coco.json"]).read())
+    assert len(results) == len(rows) and f"{len(rows)} of" in status
+    assert {r["category_id"] for r in results} == {1}  # category_id 1..K
+    ids = np.asarray(Image.open(files["ids.png"]))
     assert ids.shape == original.shape[:2] and set(np.unique(ids)) - {0} <= set(range(1, len(rows) + 1))
     union = np.zeros(original.shape[:2], bool)
-    for instance in found["results"]:
+    for instance in results:
         union |= rle_to_mask(instance["segmentation"])
     assert union.any()
     changed = (output != original).any(axis=2)
     assert changed[union].mean() > 0.9  # the overlay tints every object pixel
+    tasks = json.loads(open(files["studio.json"]).read())
+    assert tasks[0]["predictions"][0]["result"][0]["value"]["polygonlabels"] == ["nucleus"]
+
+
+def test_model_calls_are_counted(client, sample_image):
+    before = client.predict(api_name="/model_calls")["model_calls"]
+    call(client, sample_image)
+    assert client.predict(api_name="/model_calls")["model_calls"] == before + 1
 
 
 def test_binary_style_class_filter_and_threshold(client, sample_image):
@@ -56,6 +69,21 @@ def test_binary_style_class_filter_and_threshold(client, sample_image):
     assert len(strict_table["data"]) < len(table["data"]) and "objects" in status
 
 
+def png_bomb(width: int = 40_000, height: int = 40_000) -> bytes:
+    """A 100-byte PNG whose header claims ``width x height`` pixels (PIL's decompression-bomb check)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )
+
+
 @pytest.mark.parametrize(
     "name, data, message",
     [
@@ -63,6 +91,7 @@ def test_binary_style_class_filter_and_threshold(client, sample_image):
         ("empty.png", b"", "empty"),
         ("truncated.png", None, "corrupt"),
         ("huge.png", "huge", "megapixels"),
+        ("bomb.png", "bomb", "decompression bomb"),
     ],
 )
 def test_bad_uploads_give_a_message_and_the_app_keeps_serving(
@@ -70,6 +99,8 @@ def test_bad_uploads_give_a_message_and_the_app_keeps_serving(
 ):
     if data is None:  # a real PNG cut in half
         data = sample_image.read_bytes()[: len(sample_image.read_bytes()) // 2]
+    elif data == "bomb":
+        data = png_bomb()
     elif data == "huge":  # 1200x1000 = 1.2 MP, over the test server's 1 MP limit (small file: one colour)
         buffer = io.BytesIO()
         Image.new("RGB", (1200, 1000), (90, 30, 200)).save(buffer, "PNG")
@@ -80,3 +111,19 @@ def test_bad_uploads_give_a_message_and_the_app_keeps_serving(
         call(client, path)
     image_path, table, _, _ = call(client, sample_image)
     assert table["data"] and Image.open(image_path).size == Image.open(sample_image).size
+
+
+@pytest.mark.parametrize("mode", ["I;16", "CMYK"])
+def test_16_bit_tiff_and_cmyk_are_converted_and_said_so(client, sample_image, tmp_path, mode):
+    rgb = Image.open(sample_image).convert("RGB")
+    if mode == "I;16":
+        gray = np.asarray(rgb.convert("L")).astype(np.uint16) * 257
+        path = tmp_path / "sixteen.tif"
+        Image.fromarray(gray).save(path)  # PIL writes uint16 as I;16 TIFF
+        assert Image.open(path).mode == "I;16"
+    else:
+        path = tmp_path / "cmyk.jpg"
+        rgb.convert("CMYK").save(path, "JPEG")
+    image_path, table, _, status = call(client, path, score=0.0)
+    assert mode in status and ("converted" in status or "scaled" in status)
+    assert table["data"] and Image.open(image_path).size == rgb.size

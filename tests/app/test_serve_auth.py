@@ -32,7 +32,7 @@ def test_api_needs_the_credentials(auth_url, sample_image):
     _, table, _, status = client.predict(
         gradio_client.handle_file(str(sample_image)), 0.0, "overlay", [], api_name="/predict"
     )
-    assert table["data"] and "objects on" in status
+    assert table["data"] and "objects shown on" in status
     with pytest.raises(urllib.error.HTTPError) as refused:  # the raw API route without a session cookie
         urllib.request.urlopen(auth_url + "/gradio_api/info", timeout=30)
     assert refused.value.code in (401, 403)
