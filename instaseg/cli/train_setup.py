@@ -84,9 +84,15 @@ def architecture(args: argparse.Namespace) -> tuple[str, str, bool, str, object]
     return arch, weights, weights != "none", f"{arch} {how} (--arch/--weights)", None
 
 
-def new_configs(args: argparse.Namespace, records: list, num_classes: int, say):
+def new_configs(
+    args: argparse.Namespace, records: list, num_classes: int, say, clock=None, probe: bool = True
+):
     """``(TrainConfig, ModelConfig)`` of a new run on the training ``records``: the flags given, and for
-    each left to ``auto`` the recipe's choice, printed with its reason (``recipe: ...``)."""
+    each left to ``auto`` the recipe's choice, printed with its reason (``recipe: ...``).
+
+    From scratch on a CPU with small objects, the image size comes from a step-time probe
+    (:func:`_probe_image_size`) when ``probe`` (not under torchrun, where ranks would measure differently);
+    ``clock`` (the run's budget, which the probe's seconds count in) ends it early past 3 % of the budget."""
     from ..model.config import ModelConfig
     from ..model.device import resolve_device
     from ..model.precision import resolve_precision
@@ -107,7 +113,14 @@ def new_configs(args: argparse.Namespace, records: list, num_classes: int, say):
     crop = crop_size(args.crop)
     image_size = crop or args.image_size or recipe.image_size
     if not (crop or args.image_size):
-        reasons.append(recipe.reasons[1])
+        probed = None
+        if probe and saved is None and not pretrained and device.type == "cpu" and args.crop == "auto":
+            probed = _probe_image_size(args, records, stats, arch, num_classes, device, planned, clock)
+        if probed is not None:
+            image_size, why_size = probed
+            reasons.append(why_size)
+        else:
+            reasons.append(recipe.reasons[1])
     if crop is None and args.crop == "auto":
         crop = auto_crop(records, image_size, reasons)
         image_size = crop or image_size
@@ -147,6 +160,7 @@ def new_configs(args: argparse.Namespace, records: list, num_classes: int, say):
         seed=args.seed,
         patience=args.patience,
         select=args.select,
+        ema=args.ema,
         workers=args.workers if args.workers is not None else default_workers(),
         augment=args.augment,
         minutes=args.minutes or 0.0,
@@ -167,6 +181,35 @@ def new_configs(args: argparse.Namespace, records: list, num_classes: int, say):
         anchor_sizes=anchors,
     )
     return config, model_config
+
+
+def _probe_image_size(args, records, stats, arch, num_classes, device, precision, clock):
+    """``(size, reason)`` from :func:`~instaseg.train.probe.probe_step_times` at the sizes of
+    :func:`~instaseg.train.recipe.probe_sizes` and :func:`~instaseg.train.recipe.choose_probed_size`, or
+    ``None`` when there is only one size to try."""
+    from ..model.config import ModelConfig
+    from ..train.config import TrainConfig
+    from ..train.probe import probe_step_times
+    from ..train.recipe import choose_anchors, choose_probed_size, probe_sizes
+
+    sizes = probe_sizes(stats)
+    if len(sizes) < 2:
+        return None
+    model_config = ModelConfig(
+        arch=arch,
+        num_classes=num_classes,
+        image_size=sizes[0],
+        resize=args.resize,
+        pretrained_backbone=False,
+        anchor_sizes=choose_anchors(stats, sizes[0])[0],
+    )
+    config = TrainConfig(
+        weights="none", batch_size=args.batch_size, precision=precision, device=args.device, workers=0
+    )
+    limit = 0.03 * clock.budget if clock is not None and clock.limited else None
+    stop = (lambda: clock.used() > limit) if limit else None
+    times = probe_step_times(records, model_config, config, sizes, device, stop=stop)
+    return choose_probed_size(times)
 
 
 def _with_checkpoint_defaults(args: argparse.Namespace, saved) -> argparse.Namespace:

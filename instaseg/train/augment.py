@@ -47,7 +47,8 @@ def build_train_transform(image_size: int, resize: str = "keep", augment: str = 
     JPEG compression / random gamma / blur / histogram equalisation, then the resize. ``"scale-jitter"``
     adds, after the resize, a zoom of the content by 0.75..1.33 (half the samples; as likely in as out)
     that keeps the image size: zooming in cuts objects at the border (empty ones are dropped later),
-    zooming out pads with black. ``"none"``: resize only.
+    zooming out pads with black. ``"copy-paste"``: the default pipeline here; the dataset then pastes
+    objects of another sample (:mod:`instaseg.train.copy_paste`). ``"none"``: resize only.
     """
     check_choice("augmentation", augment, AUGMENTATIONS)
     if augment == "none":

@@ -15,8 +15,8 @@ from ..model.config import DEVICES, PRECISIONS, check_choice, check_number, data
 # Valid values of the string options; errors list them.
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("cosine", "step")
-AUGMENTATIONS = ("default", "scale-jitter", "none")
-SELECT_RULES = ("loss", "map")
+AUGMENTATIONS = ("default", "scale-jitter", "copy-paste", "none")
+SELECT_RULES = ("auto", "loss", "map", "last")
 
 
 def default_workers() -> int:
@@ -45,10 +45,16 @@ class TrainConfig:
         device: ``"auto"`` (cuda, then mps, then cpu), ``"cpu"``, ``"cuda"`` or ``"mps"``.
         seed: seeds model init, shuffling, augmentation and the samplers of the heads.
         patience: stop after this many epochs without improvement of the selection metric (0: never).
-        select: ``"loss"`` (lowest validation loss, the default) or ``"map"`` (highest mask mAP, computed by
-            a callable the caller passes to ``fit``).
+        select: how ``best.pt`` is chosen (:mod:`instaseg.train.selection`): ``"loss"`` (lowest validation
+            loss, the default here), ``"map"`` (highest mask mAP every epoch), ``"last"`` (the last epoch) or
+            ``"auto"`` (``train``'s default: highest mask mAP among the epochs of the last quarter of the
+            schedule); the mAP is computed by a callable the caller passes to ``fit``.
+        ema: decay of an exponential moving average of the weights (:mod:`instaseg.train.ema`), used for
+            validation and saved as the model; 0: none.
         workers: DataLoader worker processes (0: load in the main process).
-        augment: ``"default"`` (the seed's pipeline) or ``"none"`` (resize only).
+        augment: ``"default"`` (the seed's pipeline), ``"scale-jitter"``, ``"copy-paste"`` (default plus
+            objects pasted from another training image, :mod:`instaseg.train.copy_paste`) or ``"none"``
+            (resize only).
         minutes: time budget; training stops at the first step past it, then validates and saves (0: none).
         splits: the split file used (JSON, see ``instaseg.splits``), or ``None`` to split by ``split_seed``.
     """
@@ -75,6 +81,7 @@ class TrainConfig:
     seed: int = 0
     patience: int = 0
     select: str = "loss"
+    ema: float = 0.0
     workers: int = field(default_factory=default_workers)
     augment: str = "default"
     minutes: float = 0.0
@@ -96,6 +103,7 @@ class TrainConfig:
         for name, high in (("momentum", 1.0), ("weight_decay", 1.0), ("step_gamma", 1.0), ("grad_clip", 1e9)):
             check_number(name, getattr(self, name), 0.0, high)
         check_number("minutes", self.minutes, 0.0, 1e7)
+        check_number("ema", self.ema, 0.0, 0.999999)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -28,6 +28,7 @@ from ..images import load_image
 from ..masks import box_pixels, box_to_mask, masks_to_boxes, rle_to_crop
 from ..problems import DatasetError
 from .augment import reseed
+from .copy_paste import paste_objects
 from .crops import MIN_VISIBLE, crop_window, crops_per_image
 
 
@@ -139,6 +140,8 @@ class DetectionDataset(torch.utils.data.Dataset):
             ``None``: whole images (the pipeline resizes them).
         random_crops: with ``crop``, :func:`~.crops.crops_per_image` windows per image, drawn anew each
             epoch (training), or the same ones every epoch when ``False`` (validation: comparable losses).
+        copy_paste: paste objects of another sample, drawn at random each epoch and augmented on its own,
+            onto each sample (:func:`~.copy_paste.paste_objects`; ``train --augment copy-paste``).
     """
 
     def __init__(
@@ -148,6 +151,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         seed: int = 0,
         crop: int | None = None,
         random_crops: bool = True,
+        copy_paste: bool = False,
     ):
         missing = [r.file_name for r in records if r.image is None]
         if missing:
@@ -157,6 +161,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.epoch = 0
         self.crop, self.random_crops = crop, random_crops
+        self.copy_paste = copy_paste
         repeats = [crops_per_image(r.height, r.width, crop) if crop else 1 for r in self.records]
         self.sample_records = np.repeat(np.arange(len(self.records)), repeats)  # sample -> record
 
@@ -169,6 +174,19 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         record = self.records[self.sample_records[index]]
+        image, masks, labels = self._augmented(index, self.seed)
+        if self.copy_paste and len(self) > 1:
+            rng = np.random.default_rng([self.seed, self.epoch, index, 11])  # 11: copy-paste's own stream
+            other = int(rng.integers(len(self) - 1))
+            other += other >= index  # any sample but this one
+            source = self._augmented(other, self.seed + 1)  # its own augmentation, not its usual one
+            image, masks, labels = paste_objects(image, masks, labels, *source, rng)
+        return arrays_to_sample(image, masks, labels, record.image_id)
+
+    def _augmented(self, index: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sample ``index`` decoded and through the pipeline seeded by ``(seed, epoch, index)``: image
+        ``(H, W, 3)``, masks ``(N, H, W)``, labels ``(N,)``."""
+        record = self.records[self.sample_records[index]]
         if self.crop is None:
             image, masks, labels = record_to_arrays(record)
         else:
@@ -177,9 +195,9 @@ class DetectionDataset(torch.utils.data.Dataset):
             boxes = np.array([a.box for a in record.annotations if not a.iscrowd], np.float32)
             window = crop_window(record.height, record.width, self.crop, boxes.reshape(-1, 4), rng)
             image, masks, labels = record_to_crop_arrays(record, window, self.crop)
-        reseed(self.pipeline, self.seed, self.epoch, index)
+        reseed(self.pipeline, seed, self.epoch, index)
         image, masks = augment_arrays(self.pipeline, image, masks)
-        return arrays_to_sample(image, masks, labels, record.image_id)
+        return image, masks, labels
 
 
 def collate(batch: list) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:

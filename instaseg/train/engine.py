@@ -97,6 +97,7 @@ def train_one_epoch(
     agree: Callable[[bool], bool] | None = None,
     after_batch: Callable[[int, list[int], dict[str, float], bool], None] | None = None,
     precision: Precision | None = None,
+    after_step: Callable[[], None] | None = None,
 ) -> tuple[dict[str, float], bool]:
     """Train over ``loader`` once; returns the mean losses (``loss`` and :data:`LOSS_NAMES`) and whether
     ``stop()`` (asked after each batch, e.g. :meth:`~instaseg.train.schedule.TrainingClock.past_deadline`)
@@ -105,7 +106,8 @@ def train_one_epoch(
     ``progress``, when given, is called after each batch with ``(batches_done, losses_so_far, lr)``.
     Under DDP, ``agree(stop()) -> bool`` makes every rank stop at the same batch (each rank's clock
     differs; a rank that stopped alone would leave the others waiting), and ``after_batch(index, image_ids,
-    losses, stepped)`` is told of each batch (tests trace it).
+    losses, stepped)`` is told of each batch (tests trace it). ``after_step()`` is called after each optimizer
+    step (the weight average of ``--ema`` folds the new weights in).
 
     The forward pass runs in ``precision`` (default :func:`training_precision`) under
     :func:`~instaseg.model.precision.autocast`: the losses are float32, and so are the weights and their
@@ -133,6 +135,8 @@ def train_one_epoch(
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
+            if after_step is not None:
+                after_step()
         batches += 1
         sums["loss"] += total.item()
         for name in LOSS_NAMES:
@@ -155,6 +159,8 @@ def train_one_epoch(
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
                 scheduler.step()
+                if after_step is not None:
+                    after_step()
             break
     return {k: v / max(1, batches) for k, v in sums.items()}, stopped
 

@@ -27,6 +27,7 @@ from ..problems import DatasetError
 from .augment import build_eval_transform, build_train_transform
 from .config import TrainConfig
 from .data import DetectionDataset, make_loader
+from .ema import WeightAverage
 from .engine import (
     build_optimizer,
     build_scheduler,
@@ -35,8 +36,9 @@ from .engine import (
     training_precision,
     use_channels_last,
 )
-from .logs import TensorBoardLog, budget_line, epoch_summary, write_config
+from .logs import TensorBoardLog, budget_line, epoch_summary, write_config, write_metrics_csv
 from .schedule import TrainingClock
+from .selection import epoch_score, in_window, needs_map, schedule_progress, selection_line
 from .state import FitResult, RunState, restore_run, save_checkpoints
 
 # (model, epoch) -> mask mAP on the validation split, higher is better; supplied by the caller (the CLI
@@ -101,7 +103,7 @@ def _train_epoch(
     if progress and run.main:
         from tqdm import tqdm
 
-        desc = f"epoch {epoch}/{config.epochs}"
+        desc = f"epoch {epoch}" if run.clock.limited else f"epoch {epoch}/{config.epochs}"
         bar = tqdm(total=len(loader), desc=desc, leave=False, file=sys.stderr, dynamic_ncols=True)
 
     def show(done: int, losses: dict, lr: float) -> None:
@@ -125,6 +127,7 @@ def _train_epoch(
         agree=run.distributed.any if run.distributed else None,
         after_batch=after_batch if trace is not None else None,
         precision=run.precision,
+        after_step=(lambda: run.ema.update(run.model)) if run.ema is not None else None,
     )
     if bar is not None:
         bar.close()
@@ -133,22 +136,48 @@ def _train_epoch(
     return losses, stopped
 
 
+def _split_losses(run: RunState, dataset: DetectionDataset, split: str, epoch: int) -> dict[str, float]:
+    """Mean losses of the evaluated model (the weight average with ``--ema``) on one split, as
+    ``{split}_loss`` and ``{split}_loss_*``."""
+    config = run.config
+    loader = make_loader(dataset, config.batch_size, False, config.workers, epoch, config.seed, run.shard)
+    losses = evaluate_losses(run.evaluated, loader, run.device, seed=config.seed, precision=run.precision)
+    if run.distributed is not None:  # mean over all batches of all shards
+        losses = run.distributed.all_reduce_mean(losses, weight=len(loader))
+    return {f"{split}_{k}": v for k, v in losses.items()}
+
+
 def _validate(
-    run: RunState, eval_sets: dict[str, DetectionDataset], epoch: int, select_metric: SelectMetric | None
+    run: RunState, val_set: DetectionDataset, epoch: int, select_metric: SelectMetric | None, used: float
 ) -> tuple[dict, float]:
-    """Validation (and test) losses of the epoch, the mask mAP when selecting by it; returns the row's
-    entries and the selection score (lower is better)."""
-    config, row = run.config, {}
-    for split, dataset in eval_sets.items():
-        loader = make_loader(dataset, config.batch_size, False, config.workers, epoch, config.seed, run.shard)
-        losses = evaluate_losses(run.model, loader, run.device, seed=config.seed, precision=run.precision)
-        if run.distributed is not None:  # mean over all batches of all shards
-            losses = run.distributed.all_reduce_mean(losses, weight=len(loader))
-        row.update({f"{split}_{k}": v for k, v in losses.items()})
-    if config.select == "map":
-        row["val_map"] = float(select_metric(run.model, epoch))
-        return row, -row["val_map"]
-    return row, row["val_loss"]
+    """Validation losses of the epoch, and the mask mAP when the selection rule needs it
+    (:mod:`instaseg.train.selection`), ``used`` seconds into the budget; returns the row's entries and the
+    selection score (lower is better)."""
+    config, clock = run.config, run.clock
+    row = _split_losses(run, val_set, "val", epoch)
+    time_progress = min(1.0, used / clock.training_budget()) if clock.limited else 0.0
+    progress = schedule_progress(epoch, config.epochs, time_progress)
+    window = in_window(progress)
+    if run.distributed is not None:  # every rank measures (or not) at the same epochs
+        window = run.distributed.any(window)
+    if needs_map(config.select, window):
+        row["val_map"] = float(select_metric(run.evaluated, epoch))
+    return row, epoch_score(config.select, epoch, row["val_loss"], row.get("val_map"))
+
+
+def _test_at_end(run: RunState, test_set: DetectionDataset, say: Callable[[str], None]) -> None:
+    """Test losses of ``last.pt``'s model, once when the run ends (not each epoch: they would spend the
+    budget), added to the last row of the history and ``metrics.csv``. ``evaluate`` reports test mAP."""
+    if not run.result.history:
+        return
+    row = run.result.history[-1]
+    row.update(_split_losses(run, test_set, "test", row["epoch"]))
+    if run.main:
+        write_metrics_csv(run.run_dir, run.result.history)
+        say(
+            f"test losses of last.pt (epoch {row['epoch']}, {len(test_set.records)} test images): "
+            f"{row['test_loss']:.4f}; mask mAP: instaseg evaluate {run.run_dir / 'last.pt'} ... --split test"
+        )
 
 
 def _stop_reason(run: RunState, epoch: int, stopped: bool, stop_after: int | None) -> str | None:
@@ -215,8 +244,10 @@ def _prepare(
         build_train_transform(model_config.image_size, model_config.resize, config.augment),
         seed=config.seed,
         crop=crop,
+        copy_paste=config.augment == "copy-paste",
     )
     eval_transform = build_eval_transform(model_config.image_size, model_config.resize)
+    # the validation split after each epoch; the test split once, at the end (_test_at_end)
     eval_sets = {
         s: DetectionDataset(splits[s], eval_transform, crop=crop, random_crops=False)
         for s in ("val", "test")
@@ -240,6 +271,7 @@ def _prepare(
         FitResult(run_dir, steps_per_epoch=steps_per_epoch),
         precision=precision,
         clock=clock,
+        ema=WeightAverage(model, config.ema) if config.ema else None,
     )
     if resume:
         restore_run(run, say)
@@ -258,7 +290,7 @@ def _run_epoch(
     train_losses, stopped = _train_epoch(run, train_set, epoch, progress, trace)
     row.update({f"train_{k}": v for k, v in train_losses.items()})
     closing = run.clock.used()
-    measured, score = _validate(run, eval_sets, epoch, select_metric)
+    measured, score = _validate(run, eval_sets["val"], epoch, select_metric, closing)
     row.update(measured, seconds=time.monotonic() - started)
     row.update(steps=run.scheduler.last_epoch, lr_end=run.optimizer.param_groups[0]["lr"])
     row["minutes_used"] = run.clock.used() / 60
@@ -266,7 +298,7 @@ def _run_epoch(
     run.clock.reserve(run.clock.used() - closing)  # the last epoch's validation + checkpoint take as long
     if run.main:
         board.write(row)
-        say(epoch_summary(row, run.config.epochs, improved))
+        say(epoch_summary(row, run.config.epochs, improved, run.config.minutes))
     reason = _stop_reason(run, epoch, stopped, stop_after)
     run.result.steps = row["steps"]
     if reason is None:
@@ -313,10 +345,12 @@ def fit(
 ) -> FitResult:
     """Train a Mask R-CNN on ``splits["train"]``, validating on ``splits["val"]`` after each epoch.
 
-    Writes into ``run_dir``: ``best.pt`` (lowest validation loss, or highest ``select_metric`` when
-    ``config.select == "map"``), ``last.pt`` (with the optimizer/scheduler/RNG state for ``resume``),
-    ``metrics.csv``, ``loss_curve.png``, ``tensorboard/`` and ``config.yaml``. Test losses are measured each
-    epoch when ``splits["test"]`` has images (reported only, never used for selection).
+    Writes into ``run_dir``: ``best.pt`` (the epoch ``config.select`` picks: :mod:`instaseg.train.selection`;
+    ``select_metric`` gives the mask mAP for ``"map"`` and ``"auto"``), ``last.pt`` (with the
+    optimizer/scheduler/RNG state for ``resume``), ``metrics.csv``, ``loss_curve.png``, ``tensorboard/`` and
+    ``config.yaml``. With ``config.ema`` both checkpoints hold the weight average (:mod:`.ema`), which is
+    also what is validated. Test losses are measured once, at the end, when ``splits["test"]`` has images
+    (reported only, never used for selection).
 
     Args:
         resume: continue from ``run_dir/last.pt`` exactly where it stopped (same config expected).
@@ -338,8 +372,10 @@ def fit(
     main = distributed is None or distributed.is_main
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
-    if config.select == "map" and select_metric is None:
-        raise ValueError("select='map' needs a select_metric callable (model, epoch) -> mask mAP")
+    if config.select in ("map", "auto") and select_metric is None:
+        raise ValueError(
+            f"select={config.select!r} needs a select_metric callable (model, epoch) -> mask mAP"
+        )
     say = (report if main else None) or (lambda line: None)
     clock = clock or TrainingClock(config.minutes)  # a resumed run adds the time it used before
     run, train_set, eval_sets = _prepare(
@@ -369,6 +405,12 @@ def fit(
                 _report_epoch(on_epoch, run)
                 break
             _report_epoch(on_epoch, run)
+        if "test" in eval_sets:
+            _test_at_end(run, eval_sets["test"], say)
+        run.result.selection = selection_line(
+            config.select, run.result.history, run.result.best_epoch, len(splits["val"])
+        )
+        say(run.result.selection)
     finally:
         if board is not None:
             board.close()

@@ -92,12 +92,21 @@ def budget_line(minutes: float, used_before: float, epochs: int) -> str:
     )
 
 
-def epoch_summary(row: dict, epochs: int, best: bool) -> str:
-    """The line a person reads after each epoch: losses (validation per component), mAP, lr, seconds."""
+def epoch_position(row: dict, epochs: int, minutes: float = 0.0) -> str:
+    """Where the run is: ``epoch 6/20``, or under a time budget (where ``epochs`` is only an upper bound)
+    ``epoch 6 · 4.1 of 8 min`` from the row's ``minutes_used``."""
+    if minutes and "minutes_used" in row:
+        return f"epoch {row['epoch']} · {row['minutes_used']:.1f} of {minutes:g} min"
+    return f"epoch {row['epoch']}/{epochs}"
+
+
+def epoch_summary(row: dict, epochs: int, best: bool, minutes: float = 0.0) -> str:
+    """The line a person reads after each epoch: where the run is (:func:`epoch_position`), losses
+    (validation per component), mAP, lr, seconds."""
     parts = " ".join(f"{n.removeprefix('loss_')[:5]} {row['val_' + n]:.3f}" for n in LOSS_NAMES)
     test = f"  test {row['test_loss']:.4f}" if "test_loss" in row else ""
     metric = f"  mAP {row['val_map']:.4f}" if "val_map" in row else ""
     return (
-        f"epoch {row['epoch']}/{epochs}  train {row['train_loss']:.4f}  val {row['val_loss']:.4f} "
+        f"{epoch_position(row, epochs, minutes)}  train {row['train_loss']:.4f}  val {row['val_loss']:.4f} "
         f"({parts}){test}{metric}  lr {row['lr']:.2e}  {row['seconds']:.0f}s" + ("  * best" if best else "")
     )

@@ -28,17 +28,21 @@ TYPICAL_OBJECT_PIXELS = 96.0
 # no detail; the cap keeps a CPU step within seconds.
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, MAX_UPSCALE = 256, 1024, 4.0
 # On a CPU in fp32 a step costs about as much as its pixels, so upscaling 2x buys a time budget ~4x fewer
-# steps. From scratch, steps matter most (a budget is hundreds of steps): no upscaling there in fp32. With
-# native bf16 the convolutions are cheap enough that pixels cost less than that: on DSB nuclei (Zen 5, 2
-# cores, 15 minutes) 384 px gave 674 steps against 795 at 256 px (1.18x the step time for 2.25x the pixels)
-# and mask AP 46.8 against 44.3, so from scratch up to 1.5x there. Fine-tuning COCO weights needs fewer steps
-# and gains from objects nearer COCO's scales: up to 2x.
+# steps. From scratch, steps matter most (a budget is hundreds of steps), so the upscaling there is what a
+# step-time probe on this machine affords (choose_probed_size, instaseg.train.probe); without a probe, none.
+# Fine-tuning COCO weights needs fewer steps and gains from objects nearer COCO's scales: up to 2x.
 CPU_UPSCALE = {
     ("scratch", "fp32"): 1.0,
-    ("scratch", "bf16"): 1.5,
+    ("scratch", "bf16"): 1.0,
     ("pretrained", "fp32"): 2.0,
     ("pretrained", "bf16"): 2.0,
 }
+# From scratch, an upscaled size is worth its steps while a step costs at most this many times the step at
+# the stored size: on DSB nuclei (Zen 5 with native bf16, 2 cores, 15 minutes) 384 px took 1.18x the step
+# time of 256 px (674 steps against 795) and gave mask AP 46.8 against 44.3; in fp32, where 1.5x costs
+# ~2.2x the time, it did not pay (the table's fp32 entry before the probe). Upscales the probe tries:
+STEP_COST_LIMIT = 1.35
+PROBE_UPSCALES = (1.0, 1.5, 2.0)
 # Detections kept per image: at least torchvision's 100, and this many times the densest training image.
 DENSITY_MARGIN = 1.5
 
@@ -130,6 +134,31 @@ def choose_anchors(stats: ObjectStats, image_size: int) -> tuple[tuple[int, ...]
     return sizes, why
 
 
+def probe_sizes(stats: ObjectStats) -> list[int]:
+    """The image sizes a step-time probe compares: the size without upscaling, then :data:`PROBE_UPSCALES`
+    of it up to the size the small objects want (:func:`choose_image_size`); one size when none is wanted."""
+    base = choose_image_size(stats, 1.0)[0]
+    wanted = choose_image_size(stats, MAX_UPSCALE)[0]
+    sizes = {min(wanted, MAX_IMAGE_SIZE, _round32(base * u)) for u in PROBE_UPSCALES}
+    return sorted(s for s in sizes if s >= base)
+
+
+def choose_probed_size(times: dict[int, float], limit: float = STEP_COST_LIMIT) -> tuple[int, str]:
+    """From step times ``{image size: seconds}`` (the smallest size is the one without upscaling), the
+    largest size whose step costs at most ``limit`` times the smallest's, and the reason a person reads."""
+    if not times:
+        raise ValueError("no step times to choose an image size from")
+    base = min(times)
+    affordable = [s for s in times if times[s] <= limit * times[base]]
+    chosen = max(affordable)
+    measured = ", ".join(f"{s} px {times[s]:.2f} s" for s in sorted(times))
+    why = (
+        f"image size {chosen} px from a step-time probe on this machine ({measured} per step): the largest "
+        f"whose step costs at most {limit:g}x the {base}-px step (from scratch, a budget buys steps)"
+    )
+    return chosen, why
+
+
 def choose_detections(stats: ObjectStats) -> tuple[int, str]:
     """Detections kept per image: room for the densest training image with a margin, at least 100."""
     needed = int(math.ceil(stats.max_objects_per_image * DENSITY_MARGIN / 50.0) * 50)
@@ -164,9 +193,11 @@ def choose_recipe(
     image_size, why_size = choose_image_size(stats, limit)
     if limit < MAX_UPSCALE and MIN_OBJECT_PIXELS / max(stats.size_p10, 1e-6) > limit:
         cpu = (
-            "on a CPU in fp32, where steps cost their pixels"
+            "on a CPU, where a budget buys steps; a step-time probe may afford more (choose_probed_size)"
+            if start == "scratch"
+            else "on a CPU in fp32, where steps cost their pixels"
             if cpu_precision == "fp32"
-            else ("on a CPU with native bf16, where steps cost less than their pixels")
+            else "on a CPU with native bf16"
         )
         why_size += f" (upscaling limited to {limit:g}x {cpu})"
     anchors, why_anchors = choose_anchors(stats, image_size)

@@ -18,6 +18,7 @@ from ..model.checkpoint import read_checkpoint, save_atomic
 from ..model.config import ModelConfig
 from ..model.precision import Precision
 from .config import TrainConfig
+from .ema import WeightAverage
 from .logs import plot_losses, write_metrics_csv
 from .schedule import TrainingClock
 
@@ -33,6 +34,7 @@ class FitResult:
     stop_reason: str = "finished"
     steps: int = 0  # optimizer steps taken, over the whole run (a resumed run included)
     steps_per_epoch: int = 0
+    selection: str = ""  # which epoch best.pt holds and why (instaseg.train.selection.selection_line)
 
     @property
     def epochs_done(self) -> float:
@@ -60,6 +62,12 @@ class RunState:
     bad_epochs: int = 0
     precision: Precision | None = None  # what the forward passes compute in (None: float32)
     clock: TrainingClock = field(default_factory=lambda: TrainingClock(0))  # the time budget
+    ema: WeightAverage | None = None  # the weight average of --ema
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """The model that is validated and saved: the weight average with ``--ema``, else ``model``."""
+        return self.ema.module if self.ema is not None else self.model
 
     @property
     def main(self) -> bool:
@@ -80,7 +88,13 @@ def _rng_state(device: torch.device) -> dict:
 def restore_run(run: RunState, say: Callable[[str], None]) -> None:
     """Continue from ``run_dir/last.pt``: weights, optimizer, schedule, scaler, RNG streams and history."""
     state = read_checkpoint(run.run_dir / "last.pt")
-    run.model.load_state_dict(state["model"])
+    # with --ema, "model" is the average and "trained_model" the weights that go on training
+    run.model.load_state_dict(state.get("trained_model", state["model"]))
+    if run.ema is not None:
+        if "ema" in state:
+            run.ema.load_state_dict(state["ema"])
+        else:  # a run started without --ema: the average starts from the weights it reached
+            run.ema.module.load_state_dict(run.model.state_dict())
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     run.scaler.load_state_dict(state["scaler"])
@@ -101,6 +115,10 @@ def restore_run(run: RunState, say: Callable[[str], None]) -> None:
     say(f"resuming {run.run_dir} after epoch {run.start_epoch}")
 
 
+def _plain_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+
+
 def save_checkpoints(run: RunState, row: dict, improved: bool, trace: Callable[[dict], None] | None) -> None:
     """``best.pt`` when the epoch improved, ``last.pt`` (with what ``--resume`` needs) always, and the logs.
     Called on every rank (the RNG states are gathered); only rank 0 writes."""
@@ -111,7 +129,7 @@ def save_checkpoints(run: RunState, row: dict, improved: bool, trace: Callable[[
         trace({"event": "checkpoint", "epoch": row["epoch"], "best": improved})
     # float32 and in the standard (contiguous) layout, whatever the run computed in (bf16 autocast casts
     # copies of the weights) and however it stored them (channels-last).
-    weights = {k: v.detach().cpu().contiguous() for k, v in run.model.state_dict().items()}
+    weights = _plain_weights(run.evaluated)
     metrics = {k: v for k, v in row.items() if isinstance(v, (int, float))}
     checkpoint = {**run.header, "model": weights, "epoch": row["epoch"], "metrics": metrics}
     if improved:
@@ -129,6 +147,10 @@ def save_checkpoints(run: RunState, row: dict, improved: bool, trace: Callable[[
         "best_score": run.result.best_score,
         "bad_epochs": run.bad_epochs,
     }
+    if run.ema is not None:
+        resume["trained_model"] = _plain_weights(run.model)
+        resume["ema"] = {"updates": run.ema.updates, "decay": run.ema.decay}
+        resume["ema"]["weights"] = weights
     save_atomic({**checkpoint, **resume}, run.run_dir / "last.pt")
     write_metrics_csv(run.run_dir, run.result.history)
     plot_losses(run.run_dir, run.result.history)

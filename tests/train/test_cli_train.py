@@ -142,6 +142,10 @@ def test_short_real_run_on_dsb_nuclei(tmp_path, capsys):
     out = captured.out
     assert code == 0, out
     assert "epoch 4/4" in out
+    # --select auto: mask mAP on the 2 validation images at epoch 4 only (the last quarter of 4 epochs)
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [r["val_map"] != "" for r in rows] == [False, False, False, True]
+    assert "best.pt: epoch 4 (mask mAP on 2 validation images" in out, out
     assert "it/s" not in captured.err and "\r" not in captured.err  # no progress bar off a terminal
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert len(rows) == 4
