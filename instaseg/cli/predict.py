@@ -35,7 +35,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KINDS",
         help=f"comma-separated outputs: {', '.join(SAVE_KINDS)}",
     )
-    parser.add_argument("--score-threshold", type=float, default=0.5, help="minimum score of a kept instance")
+    parser.add_argument(
+        "--score-threshold",
+        type=float,
+        default=0.5,
+        help="minimum score of a kept instance (default 0.5, for outputs a person looks at; a checkpoint "
+        "has its own, lower threshold, 0.05 from train, down to which evaluate scores detections: the "
+        "summary names it when it differs)",
+    )
     parser.add_argument(
         "--mask-threshold",
         type=float,
@@ -208,7 +215,10 @@ def _run(args, kinds, tile, images, problems, loader, early) -> int:
     written = writer.finish(images) if main else {}
     elapsed = time.perf_counter() - start
     if main:
-        _summary(done, skipped, failures, notes, instances_total, elapsed, args.out, written)
+        notes.append(_threshold_note(args.score_threshold, predictor.model_config.score_threshold))
+        _summary(
+            done, skipped, failures, [n for n in notes if n], instances_total, elapsed, args.out, written
+        )
     distributed.shutdown(context)
     return 1 if failures else 0
 
@@ -300,6 +310,17 @@ def _make_predictor(predictor_type, args, default_proposals: int, threads: int, 
         raise UsageError(str(e).strip("'\"")) from None
     except CheckpointError as e:  # not found, corrupt, another format
         raise UsageError(str(e)) from None
+
+
+def _threshold_note(used: float, checkpoint: float) -> str:
+    """The summary's note when ``--score-threshold`` differs from the checkpoint's own ('' otherwise)."""
+    if used == checkpoint:
+        return ""
+    return (
+        f"kept instances scoring >= {used:g} (--score-threshold); the checkpoint's own threshold is "
+        f"{checkpoint:g} (evaluate scores the detections down to it): "
+        f"--score-threshold {checkpoint:g} shows what it would add"
+    )
 
 
 def _summary(done, skipped, failures, notes, instances_total, elapsed, out, written) -> None:
