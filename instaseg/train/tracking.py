@@ -102,6 +102,7 @@ class MlflowTracker:
         """Open a new run named ``name``, or, when ``resume_from/mlflow_run.json`` names a run of this same
         store, continue that one (a resumed ``instaseg train``); a run folder given in ``resume_from``
         records the run it holds."""
+        self._check_reachable()
         try:
             if self._continue(resume_from):
                 return
@@ -112,6 +113,25 @@ class MlflowTracker:
         if resume_from is not None:
             record = {"tracking_uri": self.uri, "run_id": self.run_id}
             (Path(resume_from) / RUN_FILE).write_text(json.dumps(record) + "\n")
+
+    def _check_reachable(self, timeout: float = 10.0) -> None:
+        """A server that does not answer fails at once: MLflow's own client retries for minutes."""
+        if not self.uri.startswith(("http://", "https://")):
+            return
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"{self.uri.rstrip('/')}/health", timeout=timeout):
+                pass
+        except urllib.error.HTTPError:
+            pass  # it answers (a proxy's 401/404): the client's own calls will say more
+        except (OSError, ValueError) as e:
+            reason = getattr(e, "reason", e)
+            raise TrackingError(
+                f"cannot reach the MLflow server at {self.uri} ({reason}); start it, correct "
+                "MLFLOW_TRACKING_URI, or leave tracking off (--track none)"
+            ) from None
 
     def _continue(self, run_dir: Path | None) -> bool:
         path = Path(run_dir) / RUN_FILE if run_dir is not None else None

@@ -154,3 +154,15 @@ def test_tracking_is_off_by_default_without_a_uri_and_the_mode_list_is_checked(t
     )
     with pytest.raises(TrackingError, match="valid: auto, mlflow, none"):
         open_tracker("wandb", tmp_path, "x", environ={})
+
+
+def test_a_server_that_does_not_answer_fails_at_once_in_one_line(tmp_path):
+    from instaseg.train.tracking import TrackingError, open_tracker
+    from tests.s3 import free_port
+
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    tracker = open_tracker("auto", tmp_path, "x", environ={"MLFLOW_TRACKING_URI": uri})
+    with pytest.raises(TrackingError) as error:
+        tracker.start("run")
+    assert str(error.value).startswith(f"cannot reach the MLflow server at {uri} (")
+    assert "--track none" in str(error.value) and "\n" not in str(error.value)
