@@ -25,7 +25,9 @@ starts the loop; its pre-annotation threshold is chosen on its validation images
 held-out part of the dataset (``--held-out``, never labelled) measures the mask AP of each served model.
 
 It prints a row per batch and a closing line ``loop: X actions/object vs Y by hand (Z times fewer) over N
-images``, and the batch from which the smart box's median IoU is at least 0.80.
+images``, and the batch from which the smart box's median IoU is at least 0.80. That median ("smart IoU")
+is over every object of the batch (the tool's quality: its answer to each object's tight box); the actions
+count it only on the objects the pre-annotations left (``smart_median_iou`` in ``--json``).
 
 Run: ``.venv/bin/python bench/labelling_effort.py`` (about ``batches x (round minutes + 1)`` minutes;
 alone on the machine for figures to report). A smoke run: ``--batch 2 --batches 2 --limit 4 --held-out 2
@@ -397,7 +399,7 @@ def format_row(row: dict) -> str:
             _number(row["actions_per_object"], "{:.2f}", 9),
             _number(row["by_hand_per_object"], "{:.2f}", 9),
             _number(None if row["accepted_share"] is None else 100 * row["accepted_share"], "{:.0f}%", 9),
-            _number(row["smart_median_iou"], "{:.3f}", 10),
+            _number(row["tool_median_iou"], "{:.3f}", 10),
             _number(row["threshold"], "{:.2f}", 7),
             _number(row["round_minutes"], "{:.1f}", 10),
             f"  {row['decision']:9s}",
@@ -424,7 +426,7 @@ def closing_lines(rows: list[dict], total, final_ap: float | None) -> dict:
             f"last batch: {last['actions_per_object']:.2f} vs {last['by_hand_per_object']:.2f} by hand "
             f"({last_ratio:.2f} times fewer)"
         )
-    crossed = next((r for r in rows if (r["smart_median_iou"] or 0) >= SMART_IOU_GOAL), None)
+    crossed = next((r for r in rows if (r["tool_median_iou"] or 0) >= SMART_IOU_GOAL), None)
     if crossed is None:
         print(f"smart box median IoU: below {SMART_IOU_GOAL:.2f} in every batch")
     else:

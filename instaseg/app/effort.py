@@ -15,6 +15,8 @@ constants fixed here so that runs and models compare:
    person draws the outline. The vertices are those of each connected part's outer contour
    (``cv2.findContours``, external, every boundary pixel) simplified with ``cv2.approxPolyDP`` at
    :data:`POLYGON_EPSILON` = 1 px; the parts' counts are summed. A rejected smart box still cost its 2.
+   (The smart box's answer is computed for every object, as a measure of the tool, ``Effort.tool_ious``;
+   only the objects left by the pre-annotations cost its actions.)
 4. **Delete** (:data:`DELETE_ACTIONS` = 1): every pre-annotated region not accepted is deleted.
 
 "By hand" is the same image with nothing pre-annotated and no smart box: a polygon per object. Crowd
@@ -64,7 +66,9 @@ class Effort:
         polygons: objects drawn as polygons; ``polygon_actions`` their vertices.
         deleted: pre-annotated regions deleted.
         by_hand: actions to draw every object as a polygon with no help (the same images).
-        smart_ious: mask IoU of each smart box's answer with its object.
+        smart_ious: mask IoU of the smart box's answer with its object, for the objects it was tried on.
+        tool_ious: the same for every object (the smart box's quality, whether or not the person needed
+            it: the pre-annotations decide which objects it is tried on).
     """
 
     objects: int = 0
@@ -76,6 +80,7 @@ class Effort:
     deleted: int = 0
     by_hand: int = 0
     smart_ious: list[float] = field(default_factory=list)
+    tool_ious: list[float] = field(default_factory=list)
 
     @property
     def actions(self) -> int:
@@ -97,11 +102,18 @@ class Effort:
 
     @property
     def smart_median_iou(self) -> float | None:
+        """Median of :attr:`smart_ious` (the objects the smart box was tried on)."""
         return float(np.median(self.smart_ious)) if self.smart_ious else None
+
+    @property
+    def tool_median_iou(self) -> float | None:
+        """Median of :attr:`tool_ious` (the smart box on every object)."""
+        return float(np.median(self.tool_ious)) if self.tool_ious else None
 
     def __add__(self, other: Effort) -> Effort:
         counts = {name: getattr(self, name) + getattr(other, name) for name in _COUNTS}
-        return Effort(**counts, smart_ious=[*self.smart_ious, *other.smart_ious])
+        smart, tool = [*self.smart_ious, *other.smart_ious], [*self.tool_ious, *other.tool_ious]
+        return Effort(**counts, smart_ious=smart, tool_ious=tool)
 
     def summary(self) -> dict:
         """The counts and rates as JSON-ready numbers (what ``rounds.jsonl`` and the bench record)."""
@@ -117,6 +129,7 @@ class Effort:
             "actions_per_object": _rounded(self.actions_per_object),
             "by_hand_per_object": _rounded(self.by_hand_per_object),
             "smart_median_iou": _rounded(self.smart_median_iou),
+            "tool_median_iou": _rounded(self.tool_median_iou),
         }
 
 
@@ -203,8 +216,10 @@ class ImageEffort:
             by_hand=int(self.outlines.sum()),
         )
         drawn = left
-        if smart_box is not None and len(left):
-            ious = self._smart_ious(smart_box, left)
+        if smart_box is not None and len(self.truth):
+            every = self._smart_ious(smart_box)  # one call for all objects: the tool's quality too
+            effort.tool_ious = [float(v) for v in every]
+            ious = every[left]
             effort.smart_boxes = len(left)
             effort.smart_accepted = int((ious >= ACCEPT_IOU).sum())
             effort.smart_ious = [float(v) for v in ious]
@@ -213,9 +228,9 @@ class ImageEffort:
         effort.polygon_actions = int(self.outlines[drawn].sum())
         return effort
 
-    def _smart_ious(self, smart_box: SmartBox, objects: np.ndarray) -> np.ndarray:
-        """``(len(objects),)`` mask IoU of the smart box's answer for each object's box with the object."""
-        wanted = self.truth[objects]
+    def _smart_ious(self, smart_box: SmartBox) -> np.ndarray:
+        """``(objects,)`` mask IoU of the smart box's answer for each object's box with the object."""
+        wanted = self.truth
         answers = smart_box(wanted.boxes, wanted.labels)
         if len(answers) != len(wanted):
             raise ValueError(f"the smart box answered {len(answers)} regions for {len(wanted)} boxes")

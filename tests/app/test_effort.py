@@ -112,6 +112,8 @@ def test_the_smart_box_costs_two_and_its_answer_is_accepted_when_good_enough():
     # The square's box is the square (IoU 1: accepted); the L's box is 400 px for 300 (0.75: accepted).
     assert (effort.smart_boxes, effort.smart_accepted, effort.actions) == (2, 2, 4)
     assert effort.smart_ious == [1.0, 0.75] and effort.smart_median_iou == 0.875
+    assert effort.tool_ious == effort.smart_ious  # nothing pre-annotated: tried on every object
+    assert (effort + effort).tool_ious == [1.0, 0.75, 1.0, 0.75]
 
     def wrong(boxes, labels):
         return instances([square(50, 50, 5)] * len(boxes), labels)
@@ -120,7 +122,7 @@ def test_the_smart_box_costs_two_and_its_answer_is_accepted_when_good_enough():
     assert (effort.smart_accepted, effort.polygons, effort.actions) == (0, 2, 2 * 2 + 4 + 6)
 
 
-def test_the_smart_box_is_asked_only_for_objects_not_accepted():
+def test_the_smart_box_costs_only_on_objects_not_accepted_and_is_measured_on_all():
     truth = instances([square(5, 5), L_SHAPE])
     asked = []
 
@@ -129,7 +131,10 @@ def test_the_smart_box_is_asked_only_for_objects_not_accepted():
         return instances([L_SHAPE] * len(boxes), labels)
 
     effort = count_actions(truth, instances([square(5, 5)], scores=[0.9]), smart_box)
-    assert asked == [1] and (effort.accepted, effort.smart_accepted, effort.actions) == (1, 1, 2)
+    assert asked == [2]  # one call for the image's objects
+    assert (effort.accepted, effort.smart_boxes, effort.smart_accepted, effort.actions) == (1, 1, 1, 2)
+    # Measured on both objects: the L's answer fits the L (1.0), not the square (25 of 375 pixels).
+    assert effort.smart_ious == [1.0] and effort.tool_ious == [pytest.approx(10 / 150), 1.0]
 
 
 def test_the_threshold_with_the_fewest_actions_is_chosen():

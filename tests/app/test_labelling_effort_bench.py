@@ -52,6 +52,7 @@ def test_a_smoke_run_prints_the_table_and_the_closing_line(tmp_path):
     total = (first["actions"] + second["actions"]) / (first["objects"] + second["objects"])
     assert abs(total - loop) < 0.01
     assert second["smart_boxes"] == second["objects"] - second["accepted"]  # the smart box was tried
+    assert 0 <= second["tool_median_iou"] <= 1 and first["tool_median_iou"] is None  # no model: no tool
     assert second["threshold"] in THRESHOLD_GRID and 0 <= second["mask_ap"] <= 1
 
     entry = json.loads((tmp_path / "work" / "loop" / "rounds.jsonl").read_text().splitlines()[0])
