@@ -5,7 +5,10 @@
 The test-time settings (score threshold, detections per image, proposals) are fixed in the converted graph,
 so the model is converted when :meth:`OpenVinoEngine.detect` first runs after :meth:`~OpenVinoEngine.configure`
 (half a minute to a minute on a 2-core CPU, once per setting; later images of other sizes reuse it: the graph's
-height and width are dynamic). OpenVINO runs bf16 when the precision is bf16 and OpenVINO reports ``BF16`` among
+height and width are dynamic). With a ``cache_dir`` (``predict`` uses :func:`default_cache_dir`) the converted
+model is saved there as OpenVINO IR under a digest of the weights, the architecture, the settings, the
+precision and the OpenVINO and torch versions, and OpenVINO keeps its compiled blob next to it
+(``CACHE_DIR``): a later run with the same checkpoint and settings reads both instead of converting again. OpenVINO runs bf16 when the precision is bf16 and OpenVINO reports ``BF16`` among
 the CPU's capabilities (``INFERENCE_PRECISION_HINT``), float32 otherwise (it would fall back to float32
 silently; :attr:`OpenVinoEngine.precision` says what runs). Outputs are float32 either way. Needs the
 ``openvino`` package (``pip install 'instaseg[openvino]'``).
@@ -17,7 +20,12 @@ scores within 2e-6.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+import tempfile
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -59,6 +67,41 @@ def openvino_precision(requested: Precision, core) -> Precision:
     return Precision("bf16", "cpu", f"OpenVINO bf16 ({requested.reason})")
 
 
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/instaseg/openvino`` (``~/.cache/instaseg/openvino`` without it): where ``predict``
+    keeps converted and compiled OpenVINO models."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "instaseg" / "openvino"
+
+
+def model_digest(model: nn.Module, properties: dict, openvino_version: str) -> str:
+    """A hex digest naming a converted model: its weights and buffers, its structure (``repr``), its
+    test-time settings, the compile properties and the OpenVINO and torch versions."""
+    digest = hashlib.sha256()
+    heads, rpn = model.roi_heads, model.rpn
+    settings = (
+        heads.score_thresh,
+        heads.nms_thresh,
+        heads.detections_per_img,
+        rpn._pre_nms_top_n["testing"],
+        rpn._post_nms_top_n["testing"],
+        rpn.nms_thresh,
+        rpn.score_thresh,
+    )
+    for part in (
+        repr(model),
+        repr(settings),
+        repr(sorted(properties.items())),
+        openvino_version,
+        torch.__version__,
+    ):
+        digest.update(part.encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
 class OpenVinoEngine:
     """Runs a torchvision Mask R-CNN with OpenVINO on the CPU, one image per inference.
 
@@ -68,9 +111,17 @@ class OpenVinoEngine:
         precision: bf16 compiles with ``INFERENCE_PRECISION_HINT=bf16`` when OpenVINO can run bf16 on this CPU;
             anything else (and bf16 on a CPU OpenVINO runs in float32 only) float32.
         threads: OpenVINO's inference threads (default: OpenVINO's choice, all cores).
+        cache_dir: a folder for converted (IR) and compiled models, reused across runs; ``None``: convert
+            and compile in memory every time.
     """
 
-    def __init__(self, model: nn.Module, precision: Precision, threads: int | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        precision: Precision,
+        threads: int | None = None,
+        cache_dir: str | Path | None = None,
+    ):
         self.openvino = _import_openvino()
         self.model = model.eval()
         self.precision = openvino_precision(precision, self.openvino.Core())
@@ -78,6 +129,8 @@ class OpenVinoEngine:
         self.properties = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             self.properties["INFERENCE_NUM_THREADS"] = int(threads)
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self.converted_from_cache = False  # whether the last compile read a saved model (for tests, logs)
         self._request = None
 
     def configure(self, score_threshold: float, max_detections: int, proposals: int | None) -> None:
@@ -86,7 +139,40 @@ class OpenVinoEngine:
         self._request = None
 
     def _compile(self, example: np.ndarray):
-        """Convert :class:`DetectorCore` (traced on ``example``, any height and width) and compile it."""
+        """The compiled model: from ``cache_dir`` when this model and settings were saved there, else
+        converted (:meth:`_convert`), saved there, and compiled."""
+        ov = self.openvino
+        if self.cache_dir is None:
+            return self._compile_model(self._convert(example), self.properties)
+        folder = self.cache_dir / model_digest(self.model, self.properties, ov.__version__)
+        xml = folder / "model.xml"
+        self.converted_from_cache = xml.is_file()
+        if not self.converted_from_cache:
+            converted = self._convert(example)
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=".saving-"))
+            try:  # weights kept float32 (save_model would compress them to fp16); renamed when complete
+                ov.save_model(converted, staging / "model.xml", compress_to_fp16=False)
+                staging.rename(folder)
+            except OSError:  # another process saved the same model first, or the folder is read-only
+                shutil.rmtree(staging, ignore_errors=True)
+                if not xml.is_file():
+                    return self._compile_model(converted, self.properties)
+        properties = {**self.properties, "CACHE_DIR": str(folder / "compiled")}
+        return self._compile_model(str(xml), properties, f"; delete {folder} to convert it again")
+
+    def _compile_model(self, model, properties: dict, advice: str = ""):
+        """``model`` (an OpenVINO model or the path of its IR) compiled for the CPU, and a request."""
+        try:
+            compiled = self.openvino.Core().compile_model(model, "CPU", properties)
+        except Exception as e:  # OpenVINO raises its own exception types
+            raise OpenVinoError(
+                f"OpenVINO could not compile the model ({str(e).splitlines()[0]}){advice}"
+            ) from None
+        return compiled, compiled.create_infer_request()
+
+    def _convert(self, example: np.ndarray):
+        """:class:`DetectorCore` traced on ``example`` (any height and width) and converted to OpenVINO."""
         ov = self.openvino
         core = DetectorCore(self.model).eval()
         with torch.no_grad(), warnings.catch_warnings():
@@ -96,15 +182,13 @@ class OpenVinoEngine:
                 # conversion then takes half the time of ov.convert_model tracing the module itself.
                 example_tensor = torch.from_numpy(example)
                 traced = torch.jit.trace(core, example_tensor, check_trace=False)
-                converted = ov.convert_model(
+                return ov.convert_model(
                     traced, example_input=example_tensor, input=[ov.PartialShape([1, 3, -1, -1])]
                 )
-                compiled = ov.Core().compile_model(converted, "CPU", self.properties)
             except Exception as e:  # OpenVINO raises its own exception types
                 raise OpenVinoError(
                     f"OpenVINO could not convert the model ({str(e).splitlines()[0]})"
                 ) from None
-        return compiled, compiled.create_infer_request()
 
     def detect(self, images: list[np.ndarray]) -> list[RawDetections]:
         """Detections for float32 ``(3, h, w)`` normalised images, one inference per image."""

@@ -56,7 +56,8 @@ class Predictor:
         model_path: an instaseg checkpoint, or with ``engine="onnx"`` an ``.onnx`` file from
             ``instaseg export`` (``engine`` defaults to ``"onnx"`` for a ``.onnx`` path).
         engine: ``"torch"``, ``"onnx"`` (ONNX Runtime) or ``"openvino"`` (a checkpoint compiled by OpenVINO
-            for the CPU: :class:`~instaseg.model.openvino_engine.OpenVinoEngine`).
+            for the CPU: :class:`~instaseg.model.openvino_engine.OpenVinoEngine`; the converted model is
+            kept in :func:`~instaseg.model.openvino_engine.default_cache_dir` for later runs).
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"`` (the torch engine; ONNX and OpenVINO run on the
             CPU).
         score_threshold: keep detections with score >= this; default the checkpoint's.
@@ -111,10 +112,12 @@ class Predictor:
             class_map, config = runner.class_map, runner.model_config
         elif engine == "openvino":
             from .checkpoint import load_checkpoint
-            from .openvino_engine import OpenVinoEngine
+            from .openvino_engine import OpenVinoEngine, default_cache_dir
 
             model, class_map, config = load_checkpoint(model_path, device="cpu")
-            runner = OpenVinoEngine(model, resolve_precision(precision, "cpu"), threads=threads)
+            runner = OpenVinoEngine(
+                model, resolve_precision(precision, "cpu"), threads=threads, cache_dir=default_cache_dir()
+            )
         else:
             from .checkpoint import load_checkpoint
 
