@@ -34,8 +34,8 @@ def probe_step_times(
 ) -> dict[int, float]:
     """Median seconds of one training step (batch of ``config.batch_size`` of the first ``records``, the
     run's precision and memory layout) at each image size of ``sizes``, smallest first, with a fresh model
-    of ``model_config`` (its ``image_size`` replaced). ``stop()`` asked between sizes ends the probe early
-    (the sizes measured so far are returned). The caller's RNG state is left as it was."""
+    of ``model_config`` (its ``image_size`` replaced). ``stop()`` asked between steps and sizes ends the
+    probe early (each size measured has at least one timed step; the sizes measured so far are returned). The caller's RNG state is left as it was."""
     precision = training_precision(config, device)
     times: dict[int, float] = {}
     batch_records = records[: config.batch_size]
@@ -69,6 +69,8 @@ def probe_step_times(
                     torch.cuda.synchronize(device)
                 if index:  # the first step is not timed
                     seconds.append(time.perf_counter() - started)
+                    if stop is not None and index < steps and stop():
+                        break  # one timed step is enough when the budget's share is spent
             times[size] = sorted(seconds)[len(seconds) // 2]
             del model, optimizer
     return times

@@ -152,6 +152,11 @@ def choose_probed_size(times: dict[int, float], limit: float = STEP_COST_LIMIT) 
     affordable = [s for s in times if times[s] <= limit * times[base]]
     chosen = max(affordable)
     measured = ", ".join(f"{s} px {times[s]:.2f} s" for s in sorted(times))
+    if len(times) == 1:
+        return chosen, (
+            f"image size {chosen} px: the step-time probe's share of the budget ran out after {measured} "
+            "per step, before an upscaled size was timed"
+        )
     why = (
         f"image size {chosen} px from a step-time probe on this machine ({measured} per step): the largest "
         f"whose step costs at most {limit:g}x the {base}-px step (from scratch, a budget buys steps)"

@@ -83,7 +83,8 @@ def test_the_probed_size_is_the_largest_whose_step_costs_little_more():
     assert choose_probed_size({256: 1.0, 384: 2.2, 512: 3.9})[0] == 256  # fp32: steps cost their pixels
     assert choose_probed_size({256: 1.0, 384: 1.05, 512: 1.3})[0] == 512  # a GPU-like machine
     assert choose_probed_size({256: 1.0, 384: STEP_COST_LIMIT})[0] == 384  # at the limit: affordable
-    assert choose_probed_size({256: 2.0})[0] == 256
+    alone, why = choose_probed_size({256: 2.0})
+    assert alone == 256 and "ran out after 256 px 2.00 s" in why
 
 
 def test_the_probe_times_real_training_steps_and_stops_when_told(tmp_path):
