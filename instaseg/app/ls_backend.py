@@ -123,6 +123,7 @@ class Backend:
         self.label_studio_url, self.token = label_studio_url, token
         self.max_pixels, self.timeout, self.flip = max_pixels, timeout, flip
         self.projects: dict[str, dict] = {}  # "<id>.<timestamp>" -> {"hostname", "access_token"}
+        self._clients: dict[tuple, LabelStudioClient] = {}  # (url, token) -> client
         self.events: Counter = Counter()
         self.loop = None  # a TrainingLoop when training on annotations
         self.prompt_cache = PromptCache()  # image features for interactive prompts (ls_interactive)
@@ -151,7 +152,15 @@ class Backend:
         # The token the backend was started with first: Label Studio 1.23's /setup sends the project
         # creator's legacy token, refused where legacy tokens are off (its default).
         token = self.token or known.get("access_token")
-        return LabelStudioClient(url, token, timeout=self.timeout) if url else None
+        if not url:
+            return None
+        with self._lock:  # one client per server and token: a PAT's access token is reused until it expires
+            client = self._clients.get((url, token))
+            if client is None:
+                if len(self._clients) >= MAX_KNOWN_PROJECTS:
+                    self._clients.pop(next(iter(self._clients)))
+                client = self._clients[url, token] = LabelStudioClient(url, token, timeout=self.timeout)
+            return client
 
     def health(self) -> dict:
         service = self.service
