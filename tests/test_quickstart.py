@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -34,10 +35,13 @@ def test_quickstart_runs_the_whole_pipeline(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "recipe: architecture maskrcnn_resnet18_fpn from scratch" in result.stdout
-    # The sample's 256-px images hold 7-px nuclei: upscaled as far as the CPU's precision allows.
-    bf16 = "precision: bf16 autocast (auto)" in result.stdout
-    size, limit = ("384", "1.5x on a CPU with native bf16") if bf16 else ("256", "1x on a CPU in fp32")
-    assert f"recipe: image size {size} px" in result.stdout and f"limited to {limit}" in result.stdout
+    # The sample's 256-px images hold 7-px nuclei: from scratch on a CPU the size is what a step-time probe
+    # on this machine affords within its share of the budget (256 px when only the unscaled size was timed).
+    size = re.search(r"recipe: image size (\d+) px", result.stdout)
+    assert size and int(size[1]) in (256, 384, 512), result.stdout[-3000:]
+    assert "from a step-time probe on this machine" in result.stdout or (
+        size[1] == "256" and "step-time probe's share of the budget ran out" in result.stdout
+    )
     assert "time budget: 0.3 minutes" in result.stdout
     assert "mask mAP (test)" in result.stdout and "instaseg serve" in result.stdout
     report = json.loads((out / "evaluation" / "report.json").read_text())

@@ -240,7 +240,12 @@ def test_label_studio_predict_posts_one_prediction_per_task_and_resumes(loop):
     seconds = time.monotonic() - started
     mine = predictions_of(loop, PREDICT_VERSION)
     assert len(mine) == len(loop.tasks) == 60 and {p["task"] for p in mine} == {t["id"] for t in loop.tasks}
-    assert all(0 <= p["score"] <= 1 for p in mine) and sum(bool(p["result"]) for p in mine) >= 50
+    assert all(0 <= p["score"] <= 1 for p in mine)
+    # Regions are shown from the threshold the promoted round chose (fewest actions on its validation
+    # images), so a young model may show few; none scores under it.
+    chosen = json.loads((loop.dir / "promoted.json").read_text())["pre_annotation_threshold"]
+    regions = [r for p in mine for r in p["result"]]
+    assert all(r["score"] >= chosen - 1e-5 for r in regions), chosen
     print(f"label-studio-predict: 60 predictions in {seconds:.0f} s (2 runs, the first interrupted)")
 
     # Sorting by uncertainty, as README says: with --use-for-prelabeling the project's prelabeling uses
