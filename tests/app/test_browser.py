@@ -9,12 +9,14 @@ Two browser sessions at once each keep their own photo. The desktop run writes t
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import math
 import time
 import urllib.request
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -59,8 +61,24 @@ def new_page(browser, url: str, width: int):
     return page
 
 
+# A file dropped as the browser drops it: a DataTransfer holding the file, dragenter/dragover/drop events.
+DROP_SCRIPT = """([data, name, type]) => {
+    const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+    const transfer = new DataTransfer();
+    transfer.items.add(new File([bytes], name, { type }));
+    return transfer;
+}"""
+
+
 def drop_photo(page, path) -> None:
-    page.locator("#input-image input[type=file]").set_input_files(str(path))
+    """Drag the photo file onto the photo field (its drop zone: the upload button around the file input)."""
+    path = Path(path)
+    data = base64.b64encode(path.read_bytes()).decode()
+    kind = "image/png" if path.suffix.lower() == ".png" else "image/jpeg"
+    transfer = page.evaluate_handle(DROP_SCRIPT, [data, path.name, kind])
+    zone = page.locator("#input-image input[type=file]").locator("xpath=..")
+    for event in ("dragenter", "dragover", "drop"):
+        zone.dispatch_event(event, {"dataTransfer": transfer})
     page.locator("#status").get_by_text("Press Segment").wait_for()
 
 
