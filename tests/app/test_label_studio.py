@@ -55,8 +55,9 @@ def upload(client: LabelStudioClient, project: int, paths) -> None:
     )
 
 
-def connect_backend(client: LabelStudioClient, project: int, backend_url) -> None:
-    """Register the backend (basic auth) as the project's ML backend; Label Studio checks it answers."""
+def connect_backend(client: LabelStudioClient, project: int, backend_url, interactive: bool = False) -> dict:
+    """Register the backend (basic auth) as the project's ML backend, for interactive preannotations too
+    when ``interactive``; Label Studio checks it answers. Returns Label Studio's ML backend object."""
     backend, (user, password) = backend_url
     ml = client.json(
         "POST",
@@ -68,9 +69,11 @@ def connect_backend(client: LabelStudioClient, project: int, backend_url) -> Non
             "auth_method": "BASIC_AUTH",
             "basic_auth_user": user,
             "basic_auth_pass": password,
+            "is_interactive": interactive,
         },
     )
     assert ml["state"] == "CO", ml  # connected: /health and /setup answered through basic auth
+    return ml
 
 
 def retrieve_predictions(client: LabelStudioClient, project: int) -> list[dict]:

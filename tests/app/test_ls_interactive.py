@@ -19,7 +19,7 @@ from instaseg.formats.load import load_dataset
 from instaseg.masks import polygons_to_rle, rle_to_mask
 
 from .conftest import REPO, SAMPLE_IMAGES
-from .test_label_studio import upload
+from .test_label_studio import connect_backend, upload
 
 pytestmark = pytest.mark.slow
 
@@ -55,21 +55,8 @@ def test_smart_box_and_click_through_label_studio(label_studio, ls_backend_url, 
     ]
     image = sorted(SAMPLE_IMAGES.glob("*.png"))[0]
     upload(client, project, [image])
-    backend, (user, password) = ls_backend_url
-    ml = client.json(
-        "POST",
-        "/api/ml",
-        {
-            "url": backend,
-            "project": project,
-            "title": "instaseg",
-            "auth_method": "BASIC_AUTH",
-            "basic_auth_user": user,
-            "basic_auth_pass": password,
-            "is_interactive": True,
-        },
-    )
-    assert ml["state"] == "CO" and ml["is_interactive"], ml
+    ml = connect_backend(client, project, ls_backend_url, interactive=True)
+    assert ml["is_interactive"], ml
     (task,) = client.json("GET", f"/api/tasks?project={project}")["tasks"]
 
     truth = ground_truth(image.name)
