@@ -87,10 +87,10 @@ def log_entries(project_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
-def start_backend(args: list[str], log: Path, port: int):
+def start_backend(args: list[str], log: Path, port: int, env: dict[str, str] | None = None):
     """``instaseg label-studio-backend ARGS --port PORT`` as a subprocess (one torch thread, as a test
-    on a shared CPU should); returns it once ``/health`` answers."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    on a shared CPU should; ``env`` added to the environment); returns it once ``/health`` answers."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     handle = open(log, "a")  # noqa: SIM115 - closed with the process
     process = subprocess.Popen(
         [sys.executable, "-m", "instaseg", "label-studio-backend", *args, "--port", str(port)],

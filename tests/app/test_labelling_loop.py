@@ -26,6 +26,7 @@ from instaseg.app.effort import THRESHOLD_GRID
 from instaseg.app.ls_client import LabelStudioClient
 
 from ..checkpoints import save_light_checkpoint
+from ..mlflow_server import mlflow_server
 from .conftest import REPO, free_port, stop
 from .loop_helpers import (
     POLYGON_CONFIG,
@@ -71,9 +72,15 @@ WORSE_ROUND = [
 @pytest.fixture(scope="module")
 def loop(label_studio, tmp_path_factory):
     """A 60-task project of the bundled sample, and the backend training on it (connected to Label
-    Studio, which creates the webhook to the backend's /webhook itself)."""
+    Studio, which creates the webhook to the backend's /webhook itself), its rounds tracked in a real
+    MLflow server on loopback (``MLFLOW_TRACKING_URI``)."""
     url, token = label_studio
     root = tmp_path_factory.mktemp("loop")
+    with mlflow_server(root / "mlflow") as tracking:
+        yield from _loop(url, token, root, tracking)
+
+
+def _loop(url: str, token: str, root, tracking: str):
     client = LabelStudioClient(url, token, timeout=300)
     project, tasks = create_sample_project(client, "Nuclei loop", 60)
     state = SimpleNamespace(client=client, url=url, token=token, project=project, tasks=tasks)
@@ -100,12 +107,24 @@ def loop(label_studio, tmp_path_factory):
         "1",
         "--predict-after-promotion",
     ]
-    state.process = start_backend(state.arguments + GOOD_ROUND, state.log, state.port)
+    state.tracking, state.env = tracking, {"MLFLOW_TRACKING_URI": tracking}
+    state.process = start_backend(state.arguments + GOOD_ROUND, state.log, state.port, state.env)
     ml = client.json("POST", "/api/ml", {"url": state.backend, "project": project, "title": "instaseg"})
     assert ml["state"] == "CO", ml
     state.ml = ml["id"]
     yield state
     stop(state.process)
+
+
+def served_in_mlflow(loop):
+    """The version of the registered model ``nuclei-loop`` under the alias ``served``, or ``None``."""
+    import mlflow
+
+    client = mlflow.MlflowClient(loop.tracking)
+    try:
+        return client.get_model_version_by_alias("nuclei-loop", "served")
+    except mlflow.exceptions.MlflowException:
+        return None
 
 
 def health(loop) -> dict:
@@ -148,6 +167,9 @@ def test_annotations_train_a_round_that_is_promoted_and_served(loop):
     assert entry["round"] == 1 and entry["decision"] == "promoted", entry
     assert entry["train_images"] + entry["val_images"] == ANNOTATED
     assert entry["candidate"]["mask_map"] >= entry["current"]["mask_map"]
+    # MLflow: the round is a run, its promoted model a version of the project's registered model, served.
+    tracked = wait_until(lambda: served_in_mlflow(loop), 60, "the promoted model in MLflow")
+    assert tracked.tags.get("instaseg.model_version") == entry["model_version"], tracked.tags
     # The round chose the threshold of its pre-annotations on its val images; the promotion serves it.
     assert entry["pre_annotation_threshold"] in THRESHOLD_GRID, entry
     promoted = json.loads((loop.dir / "promoted.json").read_text())
@@ -172,7 +194,7 @@ def test_annotations_train_a_round_that_is_promoted_and_served(loop):
 def test_restart_kill_and_worse_round_leave_the_served_model(loop):
     served = health(loop)["model_version"]
     stop(loop.process)  # the backend comes back on the last promoted model, with a recipe that hurts
-    loop.process = start_backend(loop.arguments + WORSE_ROUND, loop.log, loop.port)
+    loop.process = start_backend(loop.arguments + WORSE_ROUND, loop.log, loop.port, loop.env)
     assert health(loop)["model_version"] == served
 
     loop.client.json("POST", f"/api/ml/{loop.ml}/train")  # Label Studio's "Start training" button
