@@ -107,7 +107,14 @@ def serve_images(folder: Path) -> Iterator[str]:
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(folder)))
+    with serve_handler(partial(Quiet, directory=str(folder))) as url:
+        yield url
+
+
+@contextmanager
+def serve_handler(handler) -> Iterator[str]:
+    """An ``http.server`` request handler on a free loopback port (a thread); yields the base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -6,14 +6,14 @@ from __future__ import annotations
 import base64
 import http.server
 import json
-import threading
-from contextlib import contextmanager
 
 import pytest
 
 from instaseg.app.ls_auth import ACCESS, LEGACY, PAT, TokenAuth, token_kind
 from instaseg.app.ls_client import LabelStudioClient, LabelStudioError, presign_path
 from instaseg.formats.labelstudio_images import image_reference
+
+from .backend_fuzz import serve_handler
 
 
 def jwt(claims: dict) -> str:
@@ -52,18 +52,6 @@ def test_expired_pat_is_refused_without_a_request():
         client.project(1)
 
 
-@contextmanager
-def serve(handler):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def test_token_not_sent_across_a_redirect_to_another_host():
     seen = {}
 
@@ -77,7 +65,7 @@ def test_token_not_sent_across_a_redirect_to_another_host():
         def log_message(self, *args):
             pass
 
-    with serve(Bucket) as bucket:
+    with serve_handler(Bucket) as bucket:
 
         class LabelStudio(Bucket):
             def do_GET(self):
@@ -86,7 +74,7 @@ def test_token_not_sent_across_a_redirect_to_another_host():
                 self.send_header("Location", f"{bucket}/photos/a.png?X-Amz-Signature=abc")
                 self.end_headers()
 
-        with serve(LabelStudio) as url:
+        with serve_handler(LabelStudio) as url:
             client = LabelStudioClient(url, "0123456789abcdef0123456789abcdef01234567")
             assert client.download("s3://b/photos/a.png", task=7) == b"PIXELS"
     authorization, path = seen["label_studio"]
