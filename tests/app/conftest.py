@@ -25,7 +25,7 @@ import pytest
 
 from tests.conftest import REPO
 
-from .backend_fuzz import serve_images
+from .backend_fuzz import backend_client, serve_images
 
 CHROMIUM = Path(os.environ.get("INSTASEG_CHROMIUM", "/usr/bin/chromium"))
 LS_VENV = Path(os.environ.get("INSTASEG_LS_VENV", REPO / ".venv-ls"))
@@ -116,6 +116,19 @@ def image_server():
     ``URL/<name>.png`` is a real 256x256 nuclei image."""
     with serve_images(SAMPLE_IMAGES) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def ls_backend_client(checkpoint):
+    """The Label Studio backend in-process (a test client over the light checkpoint), for one module."""
+    with backend_client(checkpoint) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def sample_image_url(image_server, sample_image) -> str:
+    """The URL of the sample image on :func:`image_server`."""
+    return f"{image_server}/{sample_image.name}"
 
 
 @pytest.fixture(scope="session")

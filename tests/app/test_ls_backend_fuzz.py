@@ -9,12 +9,10 @@ a one-line ``{"error": ...}``: never a 500. ``bench/fuzz.py --targets backend`` 
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import given
 
 from ..formats.fuzz_targets import fixed_budget, mutated
 from .backend_fuzz import (
-    backend_client,
     backend_interactive_body,
     backend_predict_answer,
     backend_predict_body,
@@ -23,51 +21,40 @@ from .backend_fuzz import (
 BUDGET = fixed_budget(120)
 
 
-@pytest.fixture(scope="module")
-def client(checkpoint):
-    with backend_client(checkpoint) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def image_url(image_server, sample_image) -> str:
-    return f"{image_server}/{sample_image.name}"
-
-
-def test_mutated_predict_bodies_get_answers_or_a_4xx(client, image_url):
+def test_mutated_predict_bodies_get_answers_or_a_4xx(ls_backend_client, sample_image_url):
     outcomes = []
 
     @BUDGET
-    @given(mutated(lambda: backend_predict_body(image_url)))
+    @given(mutated(lambda: backend_predict_body(sample_image_url)))
     def run(body):
-        outcomes.append(backend_predict_answer(client, body))
+        outcomes.append(backend_predict_answer(ls_backend_client, body))
 
     run()
     # The budget reaches both: mutations that leave a task to predict and ones that refuse the request.
     assert {"partly predicted", "refused"} <= set(outcomes), outcomes
 
 
-def test_mutated_interactive_bodies_get_answers_or_a_4xx(client, image_url):
+def test_mutated_interactive_bodies_get_answers_or_a_4xx(ls_backend_client, sample_image_url):
     outcomes = []
 
     @BUDGET
-    @given(mutated(lambda: backend_interactive_body(image_url)))
+    @given(mutated(lambda: backend_interactive_body(sample_image_url)))
     def run(body):
-        outcomes.append(backend_predict_answer(client, body))
+        outcomes.append(backend_predict_answer(ls_backend_client, body))
 
     run()
     assert {"predicted", "refused"} <= set(outcomes), outcomes
 
 
-def test_the_unmutated_interactive_body_answers_its_prompts(client, image_url):
-    body = backend_interactive_body(image_url)
-    assert backend_predict_answer(client, body) == "predicted"
-    (prediction,) = client.post("/predict", json=body).json()["results"]
+def test_the_unmutated_interactive_body_answers_its_prompts(ls_backend_client, sample_image_url):
+    body = backend_interactive_body(sample_image_url)
+    assert backend_predict_answer(ls_backend_client, body) == "predicted"
+    (prediction,) = ls_backend_client.post("/predict", json=body).json()["results"]
     assert [r["type"] for r in prediction["result"]][:1] == ["brushlabels"]  # the box's region first
 
 
-def test_the_unmutated_body_predicts_one_task_and_reports_the_other(client, image_url):
-    body = backend_predict_body(image_url)
-    assert backend_predict_answer(client, body) == "partly predicted"
-    first, second = client.post("/predict", json=body).json()["results"]
+def test_the_unmutated_body_predicts_one_task_and_reports_the_other(ls_backend_client, sample_image_url):
+    body = backend_predict_body(sample_image_url)
+    assert backend_predict_answer(ls_backend_client, body) == "partly predicted"
+    first, second = ls_backend_client.post("/predict", json=body).json()["results"]
     assert first["result"] and second["error"].startswith("task 2: cannot fetch the image")

@@ -13,21 +13,9 @@ from instaseg.images import load_image
 from instaseg.model.prompts import ImagePrompts
 
 from ..checkpoints import save_light_checkpoint
-from .backend_fuzz import backend_client
 
 BRUSH = label_config_xml(["nucleus"], "brush")
 POLYGON = label_config_xml(["nucleus"], "polygon")
-
-
-@pytest.fixture(scope="module")
-def client(checkpoint):
-    with backend_client(checkpoint) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def image_url(image_server, sample_image) -> str:
-    return f"{image_server}/{sample_image.name}"
 
 
 def box(x, y, w, h, labels=("nucleus",)):
@@ -51,17 +39,19 @@ def click(x, y, positive=True):
     }
 
 
-def body(image_url, prompts, config=BRUSH, task_id=7):
+def body(sample_image_url, prompts, config=BRUSH, task_id=7):
     return {
-        "tasks": [{"id": task_id, "data": {"image": image_url}}],
+        "tasks": [{"id": task_id, "data": {"image": sample_image_url}}],
         "label_config": config,
         "project": "3.1700000000",
         "params": {"login": None, "password": None, "context": {"result": prompts}},
     }
 
 
-def test_box_prompt_gives_the_mask_head_answer_as_brush(client, image_url, checkpoint, sample_image):
-    answer = client.post("/predict", json=body(image_url, [box(10, 20, 30, 25)]))
+def test_box_prompt_gives_the_mask_head_answer_as_brush(
+    ls_backend_client, sample_image_url, checkpoint, sample_image
+):
+    answer = ls_backend_client.post("/predict", json=body(sample_image_url, [box(10, 20, 30, 25)]))
     assert answer.status_code == 200, answer.text
     (prediction,) = answer.json()["results"]
     (region,) = prediction["result"]
@@ -72,16 +62,16 @@ def test_box_prompt_gives_the_mask_head_answer_as_brush(client, image_url, check
     direct = ImagePrompts(ModelService(checkpoint).predictor, load_image(str(sample_image)))
     expected = direct.boxes([[25.6, 51.2, 102.4, 115.2]], [1]).masks.mask(0)
     np.testing.assert_array_equal(mask, expected)
-    assert prediction["model_version"] == client.app.state.backend.service.version
+    assert prediction["model_version"] == ls_backend_client.app.state.backend.service.version
 
 
-def test_polygon_config_and_clicks(client, image_url):
-    backend = client.app.state.backend
-    detections = ImagePrompts(backend.service.predictor, load_image_from(image_url)).detections()
+def test_polygon_config_and_clicks(ls_backend_client, sample_image_url):
+    backend = ls_backend_client.app.state.backend
+    detections = ImagePrompts(backend.service.predictor, load_image_from(sample_image_url)).detections()
     rows, cols = np.nonzero(detections.masks.mask(0))
     x, y = (cols[len(cols) // 2] + 0.5) / 2.56, (rows[len(rows) // 2] + 0.5) / 2.56  # percent
     prompts = [box(50, 50, 20, 20), click(x, y), click(1, 1, positive=False)]
-    answer = client.post("/predict", json=body(image_url, prompts, POLYGON, task_id=8))
+    answer = ls_backend_client.post("/predict", json=body(sample_image_url, prompts, POLYGON, task_id=8))
     assert answer.status_code == 200, answer.text
     regions = answer.json()["results"][0]["result"]
     assert [r["type"] for r in regions] == ["polygonlabels", "polygonlabels"]  # one per prompt
@@ -97,22 +87,25 @@ def load_image_from(url):
         return decode_upload(response.read(), url)
 
 
-def test_context_without_prompts_and_without_context(client, image_url):
-    answer = client.post("/predict", json=body(image_url, []))
+def test_context_without_prompts_and_without_context(ls_backend_client, sample_image_url):
+    answer = ls_backend_client.post("/predict", json=body(sample_image_url, []))
     assert answer.status_code == 200 and answer.json()["results"][0]["result"] == []
-    whole = body(image_url, [])
+    whole = body(sample_image_url, [])
     whole["params"]["context"] = None  # an ordinary pre-annotation request
-    answer = client.post("/predict", json=whole)
+    answer = ls_backend_client.post("/predict", json=whole)
     assert answer.status_code == 200 and len(answer.json()["results"][0]["result"]) > 1
 
 
-def test_features_are_cached_per_image_and_dropped_on_swap(client, image_url, tmp_path):
-    backend = client.app.state.backend
+def test_features_are_cached_per_image_and_dropped_on_swap(ls_backend_client, sample_image_url, tmp_path):
+    backend = ls_backend_client.app.state.backend
     old = backend.service
     backend.prompt_cache.clear()
     for x in (10, 40, 60):
         assert (
-            client.post("/predict", json=body(image_url, [box(x, 10, 20, 20)], task_id=9)).status_code == 200
+            ls_backend_client.post(
+                "/predict", json=body(sample_image_url, [box(x, 10, 20, 20)], task_id=9)
+            ).status_code
+            == 200
         )
     assert len(backend.prompt_cache) == 1  # one image, three prompts
     other = save_light_checkpoint(tmp_path / "other.pt", ["nucleus"], 256, seed=5, score_threshold=0.05)
@@ -120,10 +113,12 @@ def test_features_are_cached_per_image_and_dropped_on_swap(client, image_url, tm
     try:
         backend.swap(new)
         assert len(backend.prompt_cache) == 0
-        answer = client.post("/predict", json=body(image_url, [box(10, 20, 30, 25)], task_id=9)).json()
+        answer = ls_backend_client.post(
+            "/predict", json=body(sample_image_url, [box(10, 20, 30, 25)], task_id=9)
+        ).json()
         assert answer["results"][0]["model_version"] == new.version != old.version
         mask = brush_rle_to_mask(answer["results"][0]["result"][0]["value"]["rle"], 256, 256)
-        direct = ImagePrompts(new.predictor, load_image_from(image_url)).boxes(
+        direct = ImagePrompts(new.predictor, load_image_from(sample_image_url)).boxes(
             [[25.6, 51.2, 102.4, 115.2]], [1]
         )
         np.testing.assert_array_equal(mask, direct.masks.mask(0))  # the new model's answer
@@ -150,19 +145,19 @@ def test_features_are_cached_per_image_and_dropped_on_swap(client, image_url, tm
         ("x", "must be a list"),
     ],
 )
-def test_bad_prompts_get_one_line_422(client, image_url, prompts, message):
+def test_bad_prompts_get_one_line_422(ls_backend_client, sample_image_url, prompts, message):
     import json
 
-    request = body(image_url, prompts)
+    request = body(sample_image_url, prompts)
     content = json.dumps(request, allow_nan=True)
-    answer = client.post("/predict", content=content, headers={"Content-Type": "application/json"})
+    answer = ls_backend_client.post("/predict", content=content, headers={"Content-Type": "application/json"})
     assert answer.status_code in (400, 422), answer.text
     error = answer.json()["error"]
     assert message in error and "\n" not in error
 
 
-def test_interactive_request_needs_one_task(client, image_url):
-    request = body(image_url, [box(10, 10, 20, 20)])
+def test_interactive_request_needs_one_task(ls_backend_client, sample_image_url):
+    request = body(sample_image_url, [box(10, 10, 20, 20)])
     request["tasks"] *= 2
-    answer = client.post("/predict", json=request)
+    answer = ls_backend_client.post("/predict", json=request)
     assert answer.status_code == 422 and "exactly one task" in answer.json()["error"]
