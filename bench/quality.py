@@ -1,15 +1,19 @@
 """Quality per CPU-minute: instaseg's default recipe from scratch for a time budget, scored on held-out images.
 
     .venv/bin/python bench/quality.py --minutes 15                       # DSB nuclei, bench split
+    .venv/bin/python bench/quality.py --minutes 15 --runs 2              # twice (seeds 0, 1), with the spread
     .venv/bin/python bench/quality.py --minutes 15 --baseline            # also torchvision's default recipe
     .venv/bin/python bench/quality.py --minutes 15 --domain pennfudan    # another domain: large, few objects
     .venv/bin/python bench/quality.py --minutes 15 -- --image-size 384   # extra `instaseg train` flags
 
-Trains ``instaseg train DATA --minutes M`` with nothing else chosen (the automatic recipe) on the split
-file's train/val images, with the whole CPU, evaluates ``best.pt`` on the split file's test images with
-``instaseg evaluate`` (images never used for training or selection), and prints mask AP, AP50, box AP, the
-steps and epochs the budget bought and the minutes it took, and the same for ``last.pt`` (the model at
-the end of the schedule). ``--baseline`` runs
+Trains ``instaseg train DATA --minutes M --keep-by-loss`` with nothing else chosen (the automatic recipe) on
+the split file's train/val images (its test images left out of training, so no budget goes to them), with
+the whole CPU, and scores on the split file's test images with ``instaseg evaluate`` (images never used for
+training or selection) three checkpoints of each run: ``best.pt`` (the ``--select`` rule, ``auto`` unless
+given), ``best-by-loss.pt`` (the lowest validation loss of the same run: the rule before ``auto``) and
+``last.pt`` (the model at the end of the schedule). For each it prints mask AP, AP50, box AP, the steps
+and epochs the budget bought and the minutes it took; with ``--runs N`` (seeds 0..N-1) a closing table of
+the mask AP of each checkpoint per run, their mean and their spread (max - min). ``--baseline`` runs
 ``bench/torchvision_baseline.py`` for the same minutes and scores it the same way. Run it alone on the
 machine: the budget is wall time.
 """
@@ -77,7 +81,7 @@ def train_instaseg(data: Path, splits: Path, minutes: float, out: Path, extra: l
         "log": [
             line
             for line in done.stdout.splitlines()
-            if line.startswith(("recipe", "precision", "time budget", "weights"))
+            if line.startswith(("recipe", "precision", "time budget", "weights", "best.pt:"))
         ],
     }
 
@@ -103,25 +107,63 @@ def line(name: str, report: dict, run: dict) -> str:
     )
 
 
+CHECKPOINTS = (("best.pt", "best.pt"), ("best-by-loss.pt", "  (lowest val loss)"), ("last.pt", "  (last.pt)"))
+
+
+def one_run(data: Path, splits: Path, args, seed: int, out: Path) -> dict[str, float]:
+    """Train once with ``seed`` and score its checkpoints; returns each checkpoint's test mask AP."""
+    extra = list(args.extra)
+    if "--select" not in extra or "loss" not in extra:
+        extra.append("--keep-by-loss")
+    run = train_instaseg(data, splits, args.minutes, out, [*extra, "--seed", str(seed)])
+    for text in run["log"]:
+        print(text)
+    name = "instaseg " + (" ".join(args.extra) or "default") + f" (seed {seed})"
+    scores = {}
+    for file, label in CHECKPOINTS:
+        if (out / file).exists():
+            report = evaluate(out / file, data, splits)
+            scores[file] = 100 * report["segm"]["AP"]
+            print(line(name if file == "best.pt" else label, report, run), flush=True)
+    return scores
+
+
+def spread_table(per_run: list[dict[str, float]]) -> list[str]:
+    """Mask AP of each checkpoint kind per run, with the mean and the spread (max - min)."""
+    rows = [
+        "| checkpoint | " + " | ".join(f"run {i + 1}" for i in range(len(per_run))) + " | mean | spread |"
+    ]
+    rows.append("|---" * (len(per_run) + 3) + "|")
+    for file, _ in CHECKPOINTS:
+        values = [scores[file] for scores in per_run if file in scores]
+        if len(values) != len(per_run):
+            continue
+        cells = " | ".join(f"{v:.1f}" for v in values)
+        rows.append(
+            f"| {file} | {cells} | {sum(values) / len(values):.2f} | {max(values) - min(values):.1f} |"
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--minutes", type=float, default=15.0)
     parser.add_argument("--domain", choices=list(DOMAINS), default="dsb")
+    parser.add_argument("--runs", type=int, default=1, help="training runs, with seeds 0..N-1")
     parser.add_argument("--baseline", action="store_true", help="also train torchvision's default recipe")
     parser.add_argument("--out", default="runs/quality")
     parser.add_argument("extra", nargs="*", help="flags passed on to `instaseg train` (after --)")
     args = parser.parse_args()
     data, splits = DOMAINS[args.domain]
     out = Path(args.out) / args.domain
-    run = train_instaseg(data, splits, args.minutes, out / "instaseg", args.extra)
-    for text in run["log"]:
-        print(text)
-    name = "instaseg " + (" ".join(args.extra) or "default")
-    print(line(name, evaluate(out / "instaseg" / "best.pt", data, splits), run))
-    # the last epoch's model too: whether selecting by a few validation images cost or bought AP
-    print(line("  (its last.pt)", evaluate(out / "instaseg" / "last.pt", data, splits), run))
+    per_run = [
+        one_run(data, splits, args, seed, out / ("instaseg" if args.runs == 1 else f"instaseg-seed{seed}"))
+        for seed in range(args.runs)
+    ]
+    print(f"\nmask AP on {args.domain}'s test images, {args.minutes:g} min each:")
+    print("\n".join(spread_table(per_run)))
     if args.baseline:
         base = train_baseline(data, splits, args.minutes, out / "torchvision")
         print(line("torchvision default", evaluate(out / "torchvision" / "best.pt", data, splits), base))

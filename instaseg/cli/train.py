@@ -148,6 +148,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "epoch. The log's 'best.pt: epoch ...' line says what was chosen and what the loss would have picked",
     )
     opt.add_argument(
+        "--keep-by-loss",
+        action="store_true",
+        help="with --select auto, map or last, also write best-by-loss.pt: the epoch of the lowest validation "
+        "loss (the rule before auto), to compare the two on test images with `instaseg evaluate`",
+    )
+    opt.add_argument(
         "--ema",
         type=float,
         nargs="?",

@@ -160,6 +160,7 @@ def new_configs(
         seed=args.seed,
         patience=args.patience,
         select=args.select,
+        keep_by_loss=getattr(args, "keep_by_loss", False),
         ema=args.ema,
         workers=args.workers if args.workers is not None else default_workers(),
         augment=args.augment,

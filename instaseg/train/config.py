@@ -49,6 +49,8 @@ class TrainConfig:
             loss, the default here), ``"map"`` (highest mask mAP every epoch), ``"last"`` (the last epoch) or
             ``"auto"`` (``train``'s default: highest mask mAP among the epochs of the last quarter of the
             schedule); the mAP is computed by a callable the caller passes to ``fit``.
+        keep_by_loss: also write ``best-by-loss.pt``, the epoch of the lowest validation loss, when
+            ``select`` is another rule (to compare the rules on test images, as ``bench/quality.py`` does).
         ema: decay of an exponential moving average of the weights (:mod:`instaseg.train.ema`), used for
             validation and saved as the model; 0: none.
         workers: DataLoader worker processes (0: load in the main process).
@@ -81,6 +83,7 @@ class TrainConfig:
     seed: int = 0
     patience: int = 0
     select: str = "loss"
+    keep_by_loss: bool = False
     ema: float = 0.0
     workers: int = field(default_factory=default_workers)
     augment: str = "default"

@@ -119,6 +119,14 @@ def _plain_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
+def _lowest_loss(history: list[dict]) -> bool:
+    """Whether the last epoch of ``history`` has a validation loss below every earlier epoch's (the epoch
+    ``--select loss`` would keep; a tie stays with the earlier epoch, as ``selection_line`` says)."""
+    loss = history[-1].get("val_loss", math.nan)
+    earlier = [r.get("val_loss", math.nan) for r in history[:-1]]
+    return math.isfinite(loss) and all(not math.isfinite(e) or loss < e for e in earlier)
+
+
 def save_checkpoints(run: RunState, row: dict, improved: bool, trace: Callable[[dict], None] | None) -> None:
     """``best.pt`` when the epoch improved, ``last.pt`` (with what ``--resume`` needs) always, and the logs.
     Called on every rank (the RNG states are gathered); only rank 0 writes."""
@@ -134,6 +142,8 @@ def save_checkpoints(run: RunState, row: dict, improved: bool, trace: Callable[[
     checkpoint = {**run.header, "model": weights, "epoch": row["epoch"], "metrics": metrics}
     if improved:
         save_atomic(checkpoint, run.run_dir / "best.pt")
+    if run.config.keep_by_loss and run.config.select != "loss" and _lowest_loss(run.result.history):
+        save_atomic(checkpoint, run.run_dir / "best-by-loss.pt")
     resume = {
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),

@@ -59,6 +59,16 @@ def test_auto_compares_mask_map_in_the_last_quarter_only_and_says_what_the_loss_
     assert "ended before the last 25%" in selection_line("auto", tied[:2], 2, 1)
 
 
+def test_the_lowest_loss_checkpoint_is_written_on_a_strictly_lower_finite_loss_only():
+    from instaseg.train.state import _lowest_loss
+
+    rows = [{"val_loss": v} for v in (float("nan"), 1.0, 1.2, 1.0, 0.9)]
+    assert [_lowest_loss(rows[: i + 1]) for i in range(len(rows))] == [False, True, False, False, True]
+    # the epoch it keeps is the one selection_line names as the loss's pick
+    history = [{"epoch": i + 1, **row} for i, row in enumerate(rows)]
+    assert "the loss would have picked epoch 5" in selection_line("last", history, 5, 4)
+
+
 def test_under_a_budget_the_window_follows_the_time_and_the_line_the_minutes():
     assert schedule_progress(3, 1000, 0.8) == 0.8 and in_window(0.8) and not in_window(0.74)
     assert not needs_map("auto", False) and needs_map("map", False) and not needs_map("loss", True)
@@ -105,7 +115,7 @@ def test_a_run_with_auto_selection_ema_and_copy_paste_resumes_exactly_and_tests_
     (tmp_path / "data").mkdir()
     class_map, records = toy_records(tmp_path / "data", count=6)
     splits = {"train": records[:4], "val": records[4:5], "test": records[5:]}
-    options = config(epochs=2, select="auto", ema=0.9, augment="copy-paste")
+    options = config(epochs=2, select="auto", ema=0.9, augment="copy-paste", keep_by_loss=True)
     measured = []
 
     def metric(model, epoch):
@@ -128,6 +138,9 @@ def test_a_run_with_auto_selection_ema_and_copy_paste_resumes_exactly_and_tests_
     name = "roi_heads.box_predictor.cls_score.weight"
     assert not torch.equal(last["model"][name], last["trained_model"][name])  # the average is saved
     torch.testing.assert_close(best["model"][name], last["model"][name])
+    by_loss = torch.load(tmp_path / "a" / "best-by-loss.pt", weights_only=True)
+    losses = [row["val_loss"] for row in straight.history]
+    assert by_loss["epoch"] == 1 + losses.index(min(losses))
 
     fit(splits, class_map, options, MODEL, tmp_path / "b", select_metric=metric, stop_after=1)
     fit(splits, class_map, options, MODEL, tmp_path / "b", select_metric=metric, resume=True)
