@@ -16,6 +16,12 @@ openvino = pytest.importorskip("openvino")
 from instaseg.model.openvino_engine import openvino_precision  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _own_model_cache(tmp_path, monkeypatch):
+    """OpenVINO's compiled-model cache in the test's folder, not the person's ``~/.cache``."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
