@@ -38,7 +38,7 @@ from .engine import (
 )
 from .logs import TensorBoardLog, budget_line, epoch_summary, write_config, write_metrics_csv
 from .schedule import TrainingClock
-from .selection import epoch_score, in_window, needs_map, schedule_progress, selection_line
+from .selection import best_map, epoch_score, in_window, needs_map, schedule_progress, selection_line
 from .state import FitResult, RunState, restore_run, save_checkpoints
 
 # (model, epoch) -> mask mAP on the validation split, higher is better; supplied by the caller (the CLI
@@ -162,7 +162,8 @@ def _validate(
         window = run.distributed.any(window)
     if needs_map(config.select, window):
         row["val_map"] = float(select_metric(run.evaluated, epoch))
-    return row, epoch_score(config.select, epoch, row["val_loss"], row.get("val_map"))
+    earlier = best_map(run.result.history)
+    return row, epoch_score(config.select, epoch, row["val_loss"], row.get("val_map"), earlier)
 
 
 def _test_at_end(run: RunState, test_set: DetectionDataset, say: Callable[[str], None]) -> None:

@@ -3,17 +3,21 @@
 - ``loss``: the lowest validation loss.
 - ``map``: the highest validation mask mAP, measured after every epoch.
 - ``last``: the last epoch.
-- ``auto`` (``train``'s default): the highest validation mask mAP among the epochs of the last quarter of
-  the schedule (:data:`WINDOW`: progress in time under ``--minutes``, in epochs otherwise), measured only
-  there; an equal mAP goes to the later epoch. Before the window opens ``best.pt`` follows the last epoch,
-  so an interrupted run still has one.
+- ``auto`` (``train``'s default): among the epochs of the last quarter of the schedule (:data:`WINDOW`:
+  progress in time under ``--minutes``, in epochs otherwise), where the mask mAP is measured, the latest
+  whose mAP is within :data:`MARGIN` of the best mAP measured up to it. So normally the last epoch; an
+  epoch that falls clearly below an earlier one of the window is not kept. Before the window opens
+  ``best.pt`` follows the last epoch, so an interrupted run still has one.
 
 Why ``auto``: with warmup + cosine laid over the schedule the model at the end is usually the best one, and
-the validation loss of a small split is noise. Measured on held-out DSB nuclei (issue 23, 100 images, light
-model from scratch, 6 validation images): after 15 minutes the lowest loss picked epoch 12 of 16 (mask AP
-0.422) against 0.450 for the last epoch; after 8 minutes epoch 8 of 10, 0.394 against 0.414. The mAP in the
-last quarter costs a few predictions of the validation images per epoch there, and still catches a late
-epoch that is worse than the one before it (the last epoch alone would not).
+the numbers of a small validation split are noise. Measured on held-out DSB nuclei (issue 23, 100 images,
+light model from scratch, 6 validation images): after 15 minutes the lowest loss picked epoch 12 of 16 (mask
+AP 0.422) against 0.450 for the last epoch; after 8 minutes epoch 8 of 10, 0.394 against 0.414. The highest
+mAP of the window (the first ``auto``) was fooled the same way: ``bench/quality.py --minutes 15 --runs 2``
+(AMD EPYC Zen 4) picked epochs 23 and 22 of 27 on DSB's 4 validation images, test mask AP 44.8 and 43.7
+against 46.3 and 44.7 for the last epoch, whose validation mAP was within 0.015 of the window's best; on
+PennFudan epoch 10 of 12, 20.9 against 21.9 (within 0.012). The margin keeps the end of the schedule unless
+its validation mAP falls by more than that noise.
 
 A score is lower-is-better (``FitResult.best_score`` keeps it across ``--resume``).
 """
@@ -24,6 +28,9 @@ import math
 
 # The share of the schedule at its end whose epochs ``auto`` scores by mask mAP.
 WINDOW = 0.25
+# How far below the best mAP measured so far in the window an epoch's mAP may be and still be kept by
+# ``auto`` (mask mAP, 0..1): the run-to-run noise of a few validation images' mAP between late epochs.
+MARGIN = 0.03
 # Scores of epochs before the window: positive and decreasing, so each is better than the one before and
 # any mAP (a score <= 0) is better than all of them.
 _BEFORE_WINDOW = 1.0
@@ -46,20 +53,31 @@ def needs_map(rule: str, window_open: bool) -> bool:
     return rule == "map" or (rule == "auto" and window_open)
 
 
-def epoch_score(rule: str, epoch: int, val_loss: float, val_map: float | None) -> float:
-    """The epoch's score under ``rule`` (lower is better); ``val_map`` is ``None`` when it was not measured.
+def best_map(history: list[dict]) -> float | None:
+    """The highest validation mask mAP measured in ``history`` (rows of ``metrics.csv``), ``None`` if none."""
+    maps = [float(row["val_map"]) for row in history if math.isfinite(row.get("val_map", math.nan))]
+    return max(maps) if maps else None
 
-    ``auto``: ``-mAP`` minus a tie-breaker that favours later epochs, or (before the window) a positive score
-    that falls with the epoch. ``last``: falls with the epoch.
+
+def epoch_score(
+    rule: str, epoch: int, val_loss: float, val_map: float | None, earlier_best: float | None = None
+) -> float:
+    """The epoch's score under ``rule`` (lower is better); ``val_map`` is ``None`` when it was not measured,
+    ``earlier_best`` the highest mAP measured before this epoch (``auto`` only).
+
+    ``auto``: in the window, a negative score that falls with the epoch when ``val_map`` is within
+    :data:`MARGIN` of ``earlier_best`` (or there is none), ``inf`` (never kept) otherwise; before the
+    window a positive score that falls with the epoch. ``last``: falls with the epoch.
     """
     if rule == "loss":
         return float(val_loss)
     if rule == "map":
         return -float(val_map)
-    later = 1e-9 * epoch  # an equal mAP goes to the later epoch, and each epoch beats the one before
     if rule == "last" or val_map is None:
         return _BEFORE_WINDOW / (1 + epoch)
-    return -float(val_map) - later
+    if earlier_best is not None and not float(val_map) >= earlier_best - MARGIN:
+        return math.inf
+    return -1.0 - 1e-6 * epoch
 
 
 def selection_line(rule: str, history: list[dict], best_epoch: int, val_images: int) -> str:
@@ -88,13 +106,21 @@ def selection_line(rule: str, history: list[dict], best_epoch: int, val_images: 
         if len(measured) > 1
         else f"epoch {measured[0]['epoch']}"
     )
-    scope = "" if rule == "map" else f", compared over {where}, the last {WINDOW:.0%} of the schedule"
+    images = f"{val_images} validation image{'s' * (val_images != 1)}"
+    if rule == "map":
+        scope = ""
+    else:
+        top = max(float(r["val_map"]) for r in measured if r["epoch"] <= best_epoch)
+        scope = (
+            f", the latest of {where} (the last {WINDOW:.0%} of the schedule) within {MARGIN:.2f} "
+            f"of their best, {top:.3f}"
+        )
     tail = (
         ""
         if best_epoch == last
         else f"; the last epoch, {last}, had {history[-1].get('val_map', math.nan):.3f}"
     )
     return (
-        f"best.pt: epoch {best_epoch} (mask mAP on {val_images} validation image{'s' * (val_images != 1)} {row['val_map']:.3f}{scope}; "
+        f"best.pt: epoch {best_epoch} (mask mAP on {images} {row['val_map']:.3f}{scope}; "
         f"the loss would have picked epoch {by_loss}{tail})"
     )

@@ -9,14 +9,22 @@ from torch import nn
 
 from instaseg.train.ema import WeightAverage
 from instaseg.train.logs import epoch_position
-from instaseg.train.selection import epoch_score, in_window, needs_map, schedule_progress, selection_line
+from instaseg.train.selection import (
+    MARGIN,
+    best_map,
+    epoch_score,
+    in_window,
+    needs_map,
+    schedule_progress,
+    selection_line,
+)
 
 
 def best_of(rule: str, rows: list[dict]) -> int:
     """The epoch fit would keep under ``rule`` (strictly better scores replace the best, as in fit)."""
     best, best_epoch = float("inf"), 0
-    for row in rows:
-        score = epoch_score(rule, row["epoch"], row["val_loss"], row.get("val_map"))
+    for i, row in enumerate(rows):
+        score = epoch_score(rule, row["epoch"], row["val_loss"], row.get("val_map"), best_map(rows[:i]))
         if score < best:
             best, best_epoch = score, row["epoch"]
     return best_epoch
@@ -38,25 +46,33 @@ def history() -> list[dict]:
     return rows
 
 
-def test_auto_compares_mask_map_in_the_last_quarter_only_and_says_what_the_loss_would_have_picked():
+def test_auto_keeps_the_latest_epoch_of_the_last_quarter_near_its_best_map_and_says_why():
     rows = history()
     assert [r["epoch"] for r in rows if "val_map" in r] == [13, 14, 15, 16]  # epoch 12 ends at 75 %
     assert best_of("loss", rows) == 12
-    assert best_of("auto", rows) == 15
+    assert best_of("map", [r for r in rows if "val_map" in r]) == 15
+    assert best_of("auto", rows) == 16  # 0.46 is within 0.03 of epoch 15's 0.47
     assert best_of("last", rows) == 16
-    line = selection_line("auto", rows, 15, 6)
-    assert line.startswith("best.pt: epoch 15 (mask mAP on 6 validation images 0.470")
-    assert "epochs 13-16" in line and "the loss would have picked epoch 12" in line
-    assert "the last epoch, 16, had 0.460" in line
-    # an equal mAP goes to the later epoch; before the window every epoch replaces the one before
-    tied = [
-        {"epoch": 1, "val_loss": 1.0},
-        {"epoch": 2, "val_loss": 2.0},
-        {"epoch": 3, "val_loss": 3.0, "val_map": 0.5},
-    ]
-    tied.append({"epoch": 4, "val_loss": 3.0, "val_map": 0.5})
-    assert best_of("auto", tied[:2]) == 2 and best_of("auto", tied) == 4 and best_of("map", tied[2:]) == 3
-    assert "ended before the last 25%" in selection_line("auto", tied[:2], 2, 1)
+    line = selection_line("auto", rows, 16, 6)
+    assert line.startswith("best.pt: epoch 16 (mask mAP on 6 validation images 0.460, the latest of")
+    assert "epochs 13-16 (the last 25% of the schedule) within 0.03 of their best, 0.470" in line
+    assert "the loss would have picked epoch 12)" in line
+    # a last epoch clearly below an earlier one of the window is not kept
+    rows[-1]["val_map"] = 0.47 - MARGIN - 0.001
+    assert best_of("auto", rows) == 15
+    assert "; the last epoch, 16, had 0.439" in selection_line("auto", rows, 15, 6)
+    # no drift: each epoch is compared with the best so far, not with the one before it
+    for epoch, value in zip((13, 14, 15, 16), (0.50, 0.48, 0.46, 0.44), strict=True):
+        rows[epoch - 1]["val_map"] = value
+    assert best_of("auto", rows) == 14
+    # before the window every epoch replaces the one before; the first measured one replaces them all
+    early = [{"epoch": 1, "val_loss": 1.0}, {"epoch": 2, "val_loss": 2.0}]
+    assert best_of("auto", early) == 2
+    assert best_of("auto", [*early, {"epoch": 3, "val_loss": 3.0, "val_map": 0.0}]) == 3
+    assert "ended before the last 25%" in selection_line("auto", early, 2, 1)
+    assert best_map(early) is None and epoch_score("auto", 3, 1.0, 0.18, 0.2) < epoch_score(
+        "auto", 2, 1.0, None
+    )
 
 
 def test_the_lowest_loss_checkpoint_is_written_on_a_strictly_lower_finite_loss_only():
