@@ -6,7 +6,7 @@
 Two settings. The user's setting (first): what ``instaseg predict`` gives by default, score >= 0.5 and the
 checkpoint's detections per image: the seed's way at the training size (eager fp32 ``model([image])`` with
 torchvision's internal threshold, the checkpoint's 0.05, filtered at 0.5 afterwards in Python) against
-instaseg's default CPU path (threshold inside the ROI heads), with the same-instances check (median mask
+instaseg's default CPU path (threshold inside the ROI heads) and ``--engine openvino``, with the same-instances check (median mask
 IoU >= 0.95, counts within 2 %) and the split by stage. Then the AP setting, below.
 
 On the same checkpoint (trained on real data: the number of detections drives the cost) and the same
@@ -283,6 +283,11 @@ def user_setting(args, checkpoint: str, images, records, class_map, clock) -> No
     if predictor.precision.name != "fp32":
         fp32 = Predictor(checkpoint, device="cpu", precision="fp32", score_threshold=args.user_threshold)
         paths.append(("(u-b3) instaseg path, fp32", instaseg_way(fp32)[0]))
+    if importlib.util.find_spec("openvino") is not None:  # predict --engine openvino
+        openvino = Predictor(
+            checkpoint, engine="openvino", threads=args.threads, score_threshold=args.user_threshold
+        )
+        paths.append((f"(u-e) OpenVINO ({openvino.precision.name})", instaseg_way(openvino)[0]))
     rows = run_all(paths, images, records, class_map, clock, reference=0)
     seed = rows[0]
     print(

@@ -55,3 +55,56 @@ def test_openvino_says_whether_it_runs_bf16():
         assert chosen.name == "fp32" and "without BF16" in chosen.reason
     fp32 = openvino_precision(resolve_precision("fp32", "cpu"), core)
     assert fp32.name == "fp32" and fp32.reason.startswith("OpenVINO f32")
+
+
+def test_marked_ops_stay_float32_under_bf16_and_the_mark_survives_saving(tmp_path):
+    """keep_float32 marks the ops of the named scopes (and only those) with OpenVINO's ``precise``
+    attribute, the mark is kept by save_model, and on a CPU with bf16 the compiled model runs the marked
+    convolution in float32 and the other one in bf16."""
+    import torch
+    from torch import nn
+
+    from instaseg.model.openvino_engine import keep_float32
+
+    class Two(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.kept, self.other = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+
+        def forward(self, x):
+            return self.other(torch.relu(self.kept(x)))
+
+    example = torch.randn(1, 8, 16, 16)
+    traced = torch.jit.trace(Two().eval(), example)
+    converted = openvino.convert_model(traced, example_input=example)
+    marked, count = keep_float32(converted, ("__module.kept",))
+    assert count >= 1
+
+    def is_marked(model):
+        return {
+            op.get_friendly_name(): "DisablePrecisionConversion_0" in op.get_rt_info()
+            for op in model.get_ops()
+            if op.get_type_name() == "Convolution"
+        }
+
+    names = is_marked(marked)
+    assert sorted(names.values()) == [False, True]
+    assert all(flag == name.startswith("__module.kept") for name, flag in names.items())
+    openvino.save_model(marked, tmp_path / "m.xml", compress_to_fp16=False)
+    assert is_marked(openvino.Core().read_model(tmp_path / "m.xml")) == names
+    core = openvino.Core()
+    if "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        return
+    compiled = core.compile_model(marked, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+    runtime = {
+        op.get_rt_info()["originalLayersNames"].astype(str): op.get_rt_info()["runtimePrecision"].astype(str)
+        for op in compiled.get_runtime_model().get_ops()
+        if op.get_rt_info()["layerType"].astype(str) == "Convolution"
+    }
+    kept = [p for layers, p in runtime.items() if "__module.kept" in layers]
+    other = [
+        p for layers, p in runtime.items() if "__module.other" in layers and "__module.kept" not in layers
+    ]
+    assert kept == ["f32"] and other == ["bf16"], runtime
+    reference = traced(example).detach().numpy()
+    np.testing.assert_allclose(compiled(example.numpy())[0], reference, atol=0.1)
