@@ -89,7 +89,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--detections-per-image",
         type=int,
         default=None,
-        help="test-time maximum detections. Default: 1.5x the most objects on one training image, at least 100",
+        help="test-time maximum detections. Default: 1.5x the most objects on one training image, at least "
+        "100",
     )
     opt = parser.add_argument_group("optimisation")
     opt.add_argument(
@@ -142,11 +143,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=SELECT_RULES,
         help="which epoch best.pt keeps. auto (default): validation mask mAP is measured in the last 25%% of "
         "the schedule (of the time under --minutes, else of --epochs), and best.pt is the latest epoch there "
-        "whose mAP is within 0.03 of the best measured up to it, so normally the last one; before that "
-        "best.pt follows the last epoch (with the learning rate laid over the schedule the end is usually "
-        "best, and a small validation split's loss or highest mAP is noise: issue 23 measured 2.8 mask AP "
-        "lost to the loss, 1.0-1.5 to the highest mAP). loss: lowest validation loss; map: highest mask mAP, measured every epoch; last: the last "
-        "epoch. The log's 'best.pt: epoch ...' line says what was chosen and what the loss would have picked",
+        "whose mAP is at least 75%% of the best measured up to it: the last one unless the run collapsed; "
+        "before that best.pt follows the last epoch (with the learning rate laid over the schedule the end is "
+        "usually best, and a small validation split's loss or mAP is noise: issue 23 measured 2.8 mask AP "
+        "lost to the loss, 1.0-1.5 to the highest mAP, 2.6 to a 0.03 margin). loss: lowest validation loss; map: highest mask mAP, "
+        "measured every epoch; last: the last epoch. The log's 'best.pt: epoch ...' line says what was "
+        "chosen and what the loss would have picked",
     )
     opt.add_argument(
         "--keep-by-loss",

@@ -2,21 +2,22 @@
 :class:`~instaseg.model.engine.TorchEngine`): the torch model's :class:`~instaseg.model.engine.DetectorCore`
 (backbone, RPN, ROI heads) converted to OpenVINO and compiled for the CPU.
 
-The test-time settings (score threshold, detections per image, proposals) are fixed in the converted graph,
-so the model is converted when :meth:`OpenVinoEngine.detect` first runs after :meth:`~OpenVinoEngine.configure`
-(half a minute to a minute on a 2-core CPU, once per setting; later images of other sizes reuse it: the graph's
-height and width are dynamic). With a ``cache_dir`` (``predict`` uses :func:`default_cache_dir`) the converted
-model is saved there as OpenVINO IR under a digest of the weights, the architecture, the settings, the
-precision and the OpenVINO and torch versions, and OpenVINO keeps its compiled blob next to it
-(``CACHE_DIR``): a later run with the same checkpoint and settings reads both instead of converting again. OpenVINO runs bf16 when the precision is bf16 and OpenVINO reports ``BF16`` among
-the CPU's capabilities (``INFERENCE_PRECISION_HINT``), float32 otherwise (it would fall back to float32
-silently; :attr:`OpenVinoEngine.precision` says what runs). Under bf16 the mask head's RoIAlign stays
-float32 (:data:`FLOAT32_SCOPES`, :func:`keep_float32`). Outputs are float32 either way. Needs the
-``openvino`` package (``pip install 'instaseg[openvino]'``).
+The test-time settings (score threshold, detections per image, proposals) are fixed in the converted
+graph, so the model is converted when :meth:`OpenVinoEngine.detect` first runs after
+:meth:`~OpenVinoEngine.configure` (half a minute to a minute on a 2-core CPU, once per setting; later images
+of other sizes reuse it: the graph's height and width are dynamic). With a ``cache_dir`` (``predict`` uses
+:func:`default_cache_dir`) the converted model is saved there as OpenVINO IR under a digest of the weights,
+the architecture, the settings, the precision (and, under bf16, the :data:`FLOAT32_SCOPES`) and the
+OpenVINO and torch versions, and OpenVINO keeps its compiled blob next to it (``CACHE_DIR``): a later run
+with the same checkpoint and settings reads both instead of converting again. OpenVINO runs bf16 when the
+precision is bf16 and OpenVINO reports ``BF16`` among the CPU's capabilities (``INFERENCE_PRECISION_HINT``),
+float32 otherwise (it would fall back to float32 silently; :attr:`OpenVinoEngine.precision` says what
+runs). Under bf16 the mask head's RoIAlign stays float32 (:data:`FLOAT32_SCOPES`, :func:`keep_float32`).
+Outputs are float32 either way. Needs the ``openvino`` package (``pip install 'instaseg[openvino]'``).
 
-Parity (measured with ``openvino`` 2026.4 on a light model trained on DSB nuclei, 4 held-out images and 4 other
-sizes and aspect ratios, float32 on an AVX2 CPU): the same detections as the torch engine, median mask IoU 1.0,
-scores within 2e-6.
+Parity (measured with ``openvino`` 2026.4 on a light model trained on DSB nuclei, 4 held-out images and 4
+other sizes and aspect ratios, float32 on an AVX2 CPU): the same detections as the torch engine, median
+mask IoU 1.0, scores within 2e-6.
 """
 
 from __future__ import annotations

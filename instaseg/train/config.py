@@ -47,8 +47,9 @@ class TrainConfig:
         patience: stop after this many epochs without improvement of the selection metric (0: never).
         select: how ``best.pt`` is chosen (:mod:`instaseg.train.selection`): ``"loss"`` (lowest validation
             loss, the default here), ``"map"`` (highest mask mAP every epoch), ``"last"`` (the last epoch) or
-            ``"auto"`` (``train``'s default: the latest epoch of the last quarter of the schedule whose mask mAP
-            is within 0.03 of the best measured up to it); the mAP is computed by a callable the caller passes to ``fit``.
+            ``"auto"`` (``train``'s default: the latest epoch of the last quarter of the schedule whose mask
+            mAP is at least 75 % of the best measured up to it); the mAP is computed by a callable the caller
+            passes to ``fit``.
         keep_by_loss: also write ``best-by-loss.pt``, the epoch of the lowest validation loss, when
             ``select`` is another rule (to compare the rules on test images, as ``bench/quality.py`` does).
         ema: decay of an exponential moving average of the weights (:mod:`instaseg.train.ema`), used for

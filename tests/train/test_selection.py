@@ -10,7 +10,7 @@ from torch import nn
 from instaseg.train.ema import WeightAverage
 from instaseg.train.logs import epoch_position
 from instaseg.train.selection import (
-    MARGIN,
+    KEEP,
     best_map,
     epoch_score,
     in_window,
@@ -51,20 +51,23 @@ def test_auto_keeps_the_latest_epoch_of_the_last_quarter_near_its_best_map_and_s
     assert [r["epoch"] for r in rows if "val_map" in r] == [13, 14, 15, 16]  # epoch 12 ends at 75 %
     assert best_of("loss", rows) == 12
     assert best_of("map", [r for r in rows if "val_map" in r]) == 15
-    assert best_of("auto", rows) == 16  # 0.46 is within 0.03 of epoch 15's 0.47
+    assert best_of("auto", rows) == 16  # 0.46 is more than 75 % of epoch 15's 0.47
     assert best_of("last", rows) == 16
     line = selection_line("auto", rows, 16, 6)
     assert line.startswith("best.pt: epoch 16 (mask mAP on 6 validation images 0.460, the latest of")
-    assert "epochs 13-16 (the last 25% of the schedule) within 0.03 of their best, 0.470" in line
+    assert "epochs 13-16 (the last 25% of the schedule) with at least 75% of their best, 0.470" in line
     assert "the loss would have picked epoch 12)" in line
-    # a last epoch clearly below an earlier one of the window is not kept
-    rows[-1]["val_map"] = 0.47 - MARGIN - 0.001
+    # the swing of a few validation images between late epochs (DSB: 0.399 then 0.366) keeps the last
+    rows[-1]["val_map"] = 0.47 - 0.033
+    assert best_of("auto", rows) == 16
+    # a last epoch that collapsed below an earlier one of the window is not kept
+    rows[-1]["val_map"] = KEEP * 0.47 - 0.001
     assert best_of("auto", rows) == 15
-    assert "; the last epoch, 16, had 0.439" in selection_line("auto", rows, 15, 6)
+    assert "; the last epoch, 16, had 0.351" in selection_line("auto", rows, 15, 6)
     # no drift: each epoch is compared with the best so far, not with the one before it
-    for epoch, value in zip((13, 14, 15, 16), (0.50, 0.48, 0.46, 0.44), strict=True):
+    for epoch, value in zip((13, 14, 15, 16), (0.50, 0.42, 0.38, 0.36), strict=True):
         rows[epoch - 1]["val_map"] = value
-    assert best_of("auto", rows) == 14
+    assert best_of("auto", rows) == 15
     # before the window every epoch replaces the one before; the first measured one replaces them all
     early = [{"epoch": 1, "val_loss": 1.0}, {"epoch": 2, "val_loss": 2.0}]
     assert best_of("auto", early) == 2
