@@ -146,8 +146,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "whose mAP is at least 75%% of the best measured up to it: the last one unless the run collapsed; "
         "before that best.pt follows the last epoch (with the learning rate laid over the schedule the end is "
         "usually best, and a small validation split's loss or mAP is noise: issue 23 measured 2.8 mask AP "
-        "lost to the loss, 1.0-1.5 to the highest mAP, 2.6 to a 0.03 margin). loss: lowest validation loss; map: highest mask mAP, "
-        "measured every epoch; last: the last epoch. The log's 'best.pt: epoch ...' line says what was "
+        "lost to the loss, 1.0-1.5 to the highest mAP, 2.6 to a 0.03 margin). loss: lowest validation "
+        "loss; map: highest mask mAP, measured every epoch; last: the last epoch. The log's 'best.pt: epoch ...' line says what was "
         "chosen and what the loss would have picked",
     )
     opt.add_argument(
