@@ -19,8 +19,12 @@ from .config import TrainConfig
 from .data import DetectionDataset, collate
 from .engine import build_optimizer, train_one_epoch, training_precision, use_channels_last
 
-# Steps timed per size, after one untimed step (allocations, oneDNN kernel choice).
-PROBE_STEPS = 2
+# Steps timed per size, after one untimed step (allocations, oneDNN kernel choice). The sizes are timed in
+# turn (one step of each, then the next round), so that a load or clock change during the probe falls on all
+# sizes alike. Still noisy on a shared 2-core VM: single steps of one batch varied by up to 1.8x, and the
+# median-of-4 384/256-px ratio on DSB ranged 1.29-1.50 over three probes (Zen 5, bench/probe_spread.py), against
+# 1.01-1.38 for two steps timed one size after the other.
+PROBE_STEPS = 4
 
 
 def probe_step_times(
@@ -34,43 +38,56 @@ def probe_step_times(
 ) -> dict[int, float]:
     """Median seconds of one training step (batch of ``config.batch_size`` of the first ``records``, the
     run's precision and memory layout) at each image size of ``sizes``, smallest first, with a fresh model
-    of ``model_config`` (its ``image_size`` replaced). ``stop()`` asked between steps and sizes ends the
-    probe early (each size measured has at least one timed step; the sizes measured so far are returned). The caller's RNG state is left as it was."""
+    of ``model_config`` (its ``image_size`` replaced). The first round builds each size's model and times
+    one step after an untimed one; the next ``steps - 1`` rounds time one more step of every size in turn.
+    ``stop()`` asked between steps ends the probe early (each size measured has at least one timed step;
+    the sizes measured so far are returned). The caller's RNG state is left as it was."""
     precision = training_precision(config, device)
-    times: dict[int, float] = {}
-    batch_records = records[: config.batch_size]
+    seconds: dict[int, list[float]] = {}
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        steppers = {}
         for size in sorted(sizes):
-            if times and stop is not None and stop():
+            if seconds and stop is not None and stop():
                 break
-            torch.manual_seed(0)
-            sized = ModelConfig.from_dict({**model_config.to_dict(), "image_size": size})
-            model = build_model(sized).to(device)
-            if use_channels_last(device, precision):
-                model.to(memory_format=torch.channels_last)
-            dataset = DetectionDataset(batch_records, build_train_transform(size, sized.resize, "none"))
-            batch = collate([dataset[i] for i in range(len(dataset))])
-            probe = TrainConfig.from_dict(
-                {**config.to_dict(), "accumulate": 1, "lr": 1e-6, "warmup_steps": 0}
-            )
-            optimizer = build_optimizer(model, probe)
-            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-            scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_grad_scaler)
-            model.train()
-            seconds = []
-            for index in range(steps + 1):
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                started = time.perf_counter()
-                train_one_epoch(
-                    model, [batch], optimizer, scheduler, scaler, device, probe, precision=precision
-                )
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                if index:  # the first step is not timed
-                    seconds.append(time.perf_counter() - started)
-                    if stop is not None and index < steps and stop():
-                        break  # one timed step is enough when the budget's share is spent
-            times[size] = sorted(seconds)[len(seconds) // 2]
-            del model, optimizer
-    return times
+            steppers[size] = _stepper(records, model_config, config, size, device, precision)
+            steppers[size]()  # untimed
+            seconds[size] = [steppers[size]()]
+        for _ in range(steps - 1):
+            for size, step in steppers.items():
+                if stop is not None and stop():
+                    return _medians(seconds)
+                seconds[size].append(step())
+    return _medians(seconds)
+
+
+def _medians(seconds: dict[int, list[float]]) -> dict[int, float]:
+    return {size: sorted(values)[len(values) // 2] for size, values in seconds.items()}
+
+
+def _stepper(records, model_config, config, size, device, precision) -> Callable[[], float]:
+    """A function that runs one training step of a fresh model at ``size`` on the probe's batch and
+    returns its seconds."""
+    torch.manual_seed(0)
+    sized = ModelConfig.from_dict({**model_config.to_dict(), "image_size": size})
+    model = build_model(sized).to(device)
+    if use_channels_last(device, precision):
+        model.to(memory_format=torch.channels_last)
+    batch_records = records[: config.batch_size]
+    dataset = DetectionDataset(batch_records, build_train_transform(size, sized.resize, "none"))
+    batch = collate([dataset[i] for i in range(len(dataset))])
+    probe = TrainConfig.from_dict({**config.to_dict(), "accumulate": 1, "lr": 1e-6, "warmup_steps": 0})
+    optimizer = build_optimizer(model, probe)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_grad_scaler)
+    model.train()
+
+    def step() -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        started = time.perf_counter()
+        train_one_epoch(model, [batch], optimizer, scheduler, scaler, device, probe, precision=precision)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - started
+
+    return step
