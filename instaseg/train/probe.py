@@ -21,9 +21,9 @@ from .engine import build_optimizer, train_one_epoch, training_precision, use_ch
 
 # Steps timed per size, after one untimed step (allocations, oneDNN kernel choice). The sizes are timed in
 # turn (one step of each, then the next round), so that a load or clock change during the probe falls on all
-# sizes alike. Still noisy on a shared 2-core VM: single steps of one batch varied by up to 1.8x, and the
-# median-of-4 384/256-px ratio on DSB ranged 1.29-1.50 over three probes (Zen 5, bench/probe_spread.py),
-# against 1.01-1.38 for two steps timed one size after the other.
+# sizes alike. Single steps of one batch vary by up to 1.8x on a shared 2-core VM; with the anchors training
+# uses on DSB the median-of-4 384/256-px ratio was 0.99-1.16 over three probes (Zen 5, bench/probe_spread.py),
+# against 1.01-1.38 for two steps timed one size after the other in an earlier session (Zen 4/5).
 PROBE_STEPS = 4
 
 
