@@ -191,7 +191,7 @@ def _probe_image_size(args, records, stats, arch, num_classes, device, precision
     from ..model.config import ModelConfig
     from ..train.config import TrainConfig
     from ..train.probe import probe_step_times
-    from ..train.recipe import choose_anchors, choose_probed_size, probe_sizes
+    from ..train.recipe import choose_anchors, choose_probed_size, probe_sizes, too_close_to_call
 
     sizes = probe_sizes(stats)
     if len(sizes) < 2:
@@ -209,7 +209,9 @@ def _probe_image_size(args, records, stats, arch, num_classes, device, precision
     )
     limit = 0.03 * clock.budget if clock is not None and clock.limited else None
     stop = (lambda: clock.used() > limit) if limit else None
-    times = probe_step_times(records, model_config, config, sizes, device, stop=stop)
+    times = probe_step_times(
+        records, model_config, config, sizes, device, stop=stop, undecided=too_close_to_call
+    )
     return choose_probed_size(times)
 
 

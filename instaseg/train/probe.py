@@ -25,6 +25,9 @@ from .engine import build_optimizer, train_one_epoch, training_precision, use_ch
 # uses on DSB the median-of-4 384/256-px ratio was 0.99-1.16 over three probes (Zen 5, bench/probe_spread.py),
 # against 1.01-1.38 for two steps timed one size after the other in an earlier session (Zen 4/5).
 PROBE_STEPS = 4
+# Rounds the probe may go on to while ``undecided`` (recipe.too_close_to_call) says a ratio lies near the
+# limit, where a few noisy steps would otherwise flip the image size between runs of the same command.
+PROBE_MAX_STEPS = 8
 
 
 def probe_step_times(
@@ -35,13 +38,17 @@ def probe_step_times(
     device: torch.device,
     steps: int = PROBE_STEPS,
     stop: Callable[[], bool] | None = None,
+    undecided: Callable[[dict[int, float]], bool] | None = None,
+    max_steps: int = PROBE_MAX_STEPS,
 ) -> dict[int, float]:
     """Median seconds of one training step (batch of ``config.batch_size`` of the first ``records``, the
     run's precision and memory layout) at each image size of ``sizes``, smallest first, with a fresh model
     of ``model_config`` (its ``image_size`` replaced). The first round builds each size's model and times
     one step after an untimed one; the next ``steps - 1`` rounds time one more step of every size in turn.
-    ``stop()`` asked between steps ends the probe early (each size measured has at least one timed step;
-    the sizes measured so far are returned). The caller's RNG state is left as it was."""
+    While ``undecided(medians so far)`` is true after those rounds, more rounds run, up to ``max_steps``
+    timed steps per size. ``stop()`` asked between steps ends the probe early (each size measured has at
+    least one timed step; the sizes measured so far are returned). The caller's RNG state is left as it
+    was."""
     precision = training_precision(config, device)
     seconds: dict[int, list[float]] = {}
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -52,11 +59,15 @@ def probe_step_times(
             steppers[size] = _stepper(records, model_config, config, size, device, precision)
             steppers[size]()  # untimed
             seconds[size] = [steppers[size]()]
-        for _ in range(steps - 1):
+        rounds = 1
+        while rounds < steps or (
+            undecided is not None and rounds < max_steps and undecided(_medians(seconds))
+        ):
             for size, step in steppers.items():
                 if stop is not None and stop():
                     return _medians(seconds)
                 seconds[size].append(step())
+            rounds += 1
     return _medians(seconds)
 
 

@@ -164,6 +164,14 @@ def choose_probed_size(times: dict[int, float], limit: float = STEP_COST_LIMIT) 
     return chosen, why
 
 
+def too_close_to_call(times: dict[int, float], limit: float = STEP_COST_LIMIT, margin: float = 0.08) -> bool:
+    """Whether an upscaled size's step time, relative to the smallest size's, lies within ``margin``
+    (relative) of ``limit`` (1.24-1.46x for 1.35x): :func:`choose_probed_size` would then choose by the
+    noise of a few steps, and the probe times more (:func:`~instaseg.train.probe.probe_step_times`)."""
+    base = min(times)
+    return any(abs(times[s] / (limit * times[base]) - 1) <= margin for s in times if s != base)
+
+
 def choose_detections(stats: ObjectStats) -> tuple[int, str]:
     """Detections kept per image: room for the densest training image with a margin, at least 100."""
     needed = int(math.ceil(stats.max_objects_per_image * DENSITY_MARGIN / 50.0) * 50)

@@ -105,3 +105,23 @@ def test_the_probe_times_real_training_steps_and_stops_when_told(tmp_path):
     assert list(probe_step_times(records, model, config, [64, 96], torch.device("cpu"), 1, lambda: True)) == [
         64
     ]
+    # too close to call: more rounds, each asking `undecided` again, until it decides or max_steps is reached
+    asked = []
+    undecided = lambda medians: asked.append(dict(medians)) or len(asked) < 2  # noqa: E731
+    probe_step_times(records, model, config, [64, 96], torch.device("cpu"), 1, undecided=undecided)
+    assert len(asked) == 2 and sorted(asked[0]) == [64, 96]  # round 2 ran; the second answer ended it
+    asked.clear()
+    always = lambda medians: asked.append(medians) or True  # noqa: E731
+    probe_step_times(records, model, config, [64, 96], torch.device("cpu"), 2, undecided=always, max_steps=3)
+    assert len(asked) == 1  # after the 2 rounds asked for, one more: max_steps 3
+
+
+def test_a_ratio_near_the_limit_is_too_close_to_call():
+    from instaseg.train.recipe import STEP_COST_LIMIT, too_close_to_call
+
+    assert STEP_COST_LIMIT == 1.35
+    assert too_close_to_call({256: 1.0, 384: 1.31})  # Zen 4's two probes of one command: 1.31 and 1.38
+    assert too_close_to_call({256: 1.0, 384: 1.38, 512: 2.1})
+    assert not too_close_to_call({256: 1.0, 384: 1.05, 512: 1.6})  # Zen 5: clear on both sides
+    assert not too_close_to_call({256: 1.0, 384: 2.2})  # fp32: far over
+    assert not too_close_to_call({256: 2.0})  # nothing to compare
