@@ -23,7 +23,11 @@ images (by default the DSB nuclei sample's images 41..60, held out from a model 
   (c)  ONNX Runtime: ``Predictor`` on the ``instaseg export`` of the checkpoint (fp32);
   (d)  torch bf16 autocast (``precision="bf16"``), when (b) is not bf16 already;
   (e)  OpenVINO (``engine="openvino"``, ``precision="auto"``: bf16 on CPUs with native bf16, else f32);
-  (e2) OpenVINO with ``precision="fp32"``, when (e) is not f32 already.
+  (e2) OpenVINO with ``precision="fp32"``, when (e) is not f32 already;
+  (f)  OpenVINO INT8: ``instaseg export --format openvino-int8`` of the checkpoint (NNCF post-training
+       quantization calibrated on the dataset's images before ``--first``, never on the measured ones),
+       unquantized ops in bf16 where OpenVINO runs bf16; in the user's setting exported with
+       ``--score-threshold`` at the user's threshold. Needs ``nncf``; ``--no-int8`` leaves it out.
 
 The bf16 rows (d) run only on CPUs with native bf16 unless ``--bf16 yes`` (emulated bf16 is ~30x slower:
 minutes per image for R50-FPN). OpenVINO rows need the ``openvino`` package.
@@ -264,7 +268,32 @@ def build_paths(args, checkpoint: str, folder: str, profiles: dict) -> tuple[lis
     if openvino.precision.name != "fp32":
         ov32 = Predictor(checkpoint, engine="openvino", threads=args.threads, precision="fp32")
         paths.append(("(e2) OpenVINO fp32", instaseg_way(ov32)[0]))
+    int8 = int8_predictor(args, checkpoint, Path(folder) / "ap", None)
+    if int8 is not None:
+        paths.append((f"(f) OpenVINO INT8 ({int8.precision.name} rest)", instaseg_way(int8)[0]))
     return paths, predictor, reference
+
+
+def int8_predictor(args, checkpoint: str, folder: Path, score_threshold: float | None):
+    """A Predictor on the INT8 export of ``checkpoint`` (calibrated on the dataset's images before
+    ``--first``), or ``None`` without nncf or with ``--no-int8``."""
+    if args.no_int8 or importlib.util.find_spec("nncf") is None:
+        print("INT8 rows left out (--no-int8, or no nncf: pip install 'instaseg[openvino]')")
+        return None
+    from instaseg.model.openvino_export import export_openvino_int8
+
+    if args.calibration is None:
+        records = load_dataset(args.data).records[: args.first]
+        args.calibration = [load_image(r.image) for r in records if r.image is not None]
+    started = time.perf_counter()
+    export = export_openvino_int8(
+        checkpoint, folder / "model-int8.xml", args.calibration, score_threshold=score_threshold
+    )
+    print(
+        f"INT8 export: {export.quantizers} quantizers, {export.calibration_images} calibration images, "
+        f"{time.perf_counter() - started:.0f} s"
+    )
+    return Predictor(export.path, threads=args.threads, score_threshold=score_threshold)
 
 
 def user_setting(args, checkpoint: str, images, records, class_map, clock) -> None:
@@ -288,7 +317,11 @@ def user_setting(args, checkpoint: str, images, records, class_map, clock) -> No
             checkpoint, engine="openvino", threads=args.threads, score_threshold=args.user_threshold
         )
         paths.append((f"(u-e) OpenVINO ({openvino.precision.name})", instaseg_way(openvino)[0]))
-    rows = run_all(paths, images, records, class_map, clock, reference=0)
+    with tempfile.TemporaryDirectory() as folder:
+        int8 = int8_predictor(args, checkpoint, Path(folder), args.user_threshold)
+        if int8 is not None:
+            paths.append((f"(u-f) OpenVINO INT8 ({int8.precision.name} rest)", instaseg_way(int8)[0]))
+        rows = run_all(paths, images, records, class_map, clock, reference=0)
     seed = rows[0]
     print(
         f"\nuser's setting: score >= {args.user_threshold:g} (predict's default), the checkpoint's detections"
@@ -366,7 +399,9 @@ def main() -> None:
     parser.add_argument(
         "--user-threshold", type=float, default=0.5, help="predict's default --score-threshold (0.5)"
     )
+    parser.add_argument("--no-int8", action="store_true", help="leave out the OpenVINO INT8 rows")
     args = parser.parse_args()
+    args.calibration = None  # the INT8 rows' calibration images, read once
     torch.set_num_threads(args.threads)
 
     dataset = load_dataset(args.data)

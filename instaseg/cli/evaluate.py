@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "checkpoint",
         nargs="?",
-        help="model checkpoint (.pt) written by `instaseg train`; leave out with --predictions",
+        help="model checkpoint (.pt) written by `instaseg train`, or its export (.onnx, or the .xml of "
+        "`export --format openvino-int8`: metrics without losses); leave out with --predictions",
     )
     parser.add_argument("data", help="the dataset (annotation file or folder, local or bucket URL)")
     parser.add_argument(
@@ -219,6 +220,11 @@ def _from_checkpoint(args, class_map: ClassMap, all_records, records, config, no
     evaluation.notes = notes + evaluation.notes
     if args.no_losses:
         evaluation.notes.append("Losses were not computed (--no-losses).")
+        return evaluation
+    if predictor.model is None:  # an ONNX or OpenVINO export: no torch model to compute losses with
+        evaluation.notes.append(
+            f"Losses were not computed: {args.checkpoint} is an export, not a checkpoint."
+        )
         return evaluation
     splits = (args.split,)
     if args.split == "all" and any(r.split for r in all_records):

@@ -147,9 +147,9 @@ def _loop_settings(args: argparse.Namespace):
         return None
     if not args.project_dir:
         raise UsageError("--train-on-annotations needs --project-dir DIR (where the rounds are kept)")
-    if args.checkpoint.lower().endswith(".onnx"):
+    if args.checkpoint.lower().endswith((".onnx", ".xml")):
         raise UsageError(
-            "an ONNX export cannot be fine-tuned: serve the .pt checkpoint to train on annotations"
+            "an ONNX or OpenVINO export cannot be fine-tuned: serve the .pt checkpoint to train on annotations"
         )
     if args.train_after < 1 or args.quiet_minutes <= 0 or args.round_minutes <= 0 or args.round_epochs < 1:
         raise UsageError(

@@ -20,7 +20,9 @@ _PLAIN_MODES = ("RGB", "RGBA")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "checkpoint", metavar="CHECKPOINT", help="instaseg checkpoint (.pt) or ONNX export (.onnx)"
+        "checkpoint",
+        metavar="CHECKPOINT",
+        help="instaseg checkpoint (.pt), ONNX export (.onnx) or OpenVINO INT8 export (.xml)",
     )
     parser.add_argument(
         "inputs",
@@ -68,7 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--engine",
         default=None,
         choices=ENGINES,
-        help="torch (a .pt checkpoint), onnx (ONNX Runtime; default for a .onnx file) or openvino (a .pt "
+        help="torch (a .pt checkpoint), onnx (ONNX Runtime; default for a .onnx file) or openvino (the default "
+        "for an .xml from `export --format openvino-int8`; or a .pt "
         "checkpoint converted by OpenVINO for the CPU: half a minute or more the first time, then read from "
         "~/.cache/instaseg/openvino; bf16 where the CPU has it, with the mask RoIAlign in float32 for parity; "
         "1.1-1.35x torch's speed on a Zen 4 with bf16; needs pip install 'instaseg[openvino]')",
@@ -163,11 +166,11 @@ def _run(args, kinds, tile, images, problems, loader, early) -> int:
     from tqdm import tqdm
 
     from .. import distributed
-    from ..model.predictor import DEFAULT_PROPOSALS, Predictor
+    from ..model.predictor import DEFAULT_PROPOSALS, Predictor, default_engine
     from ..predict.outputs import LabelStudioOptions, OutputWriter
 
     # Under torchrun (docs/distributed.md) each process predicts every N-th image on its own GPU/cores.
-    cpu_only = args.engine in ("onnx", "openvino")
+    cpu_only = (args.engine or default_engine(args.checkpoint)) in ("onnx", "openvino")
     context = distributed.init_distributed("cpu" if cpu_only else args.device)
     if context is not None and not cpu_only:
         args = argparse.Namespace(**{**vars(args), "device": str(context.device)})

@@ -16,7 +16,9 @@ HELP = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "checkpoint", metavar="CHECKPOINT", help="instaseg checkpoint (.pt) or ONNX export (.onnx)"
+        "checkpoint",
+        metavar="CHECKPOINT",
+        help="instaseg checkpoint (.pt), ONNX export (.onnx) or OpenVINO INT8 export (.xml)",
     )
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to bind; 0.0.0.0 exposes the demo to the network"
@@ -67,7 +69,9 @@ def load_service(path: str, device: str, tile: str | None = None, precision: str
     from ..model.checkpoint import CheckpointError
 
     if not os.path.isfile(path):
-        raise UsageError(f"model file {path} not found; pass a checkpoint (best.pt) or an .onnx export")
+        raise UsageError(
+            f"model file {path} not found; pass a checkpoint (best.pt) or an export (.onnx, .xml)"
+        )
     tile_config = parse_tile_argument(tile)
     try:
         service = ModelService(path, device=device, tile=tile_config, precision=precision)

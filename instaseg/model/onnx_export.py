@@ -10,6 +10,7 @@ size and the test-time settings baked into the graph (score threshold, detection
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from dataclasses import dataclass
@@ -18,19 +19,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .engine import DetectorCore, prepare_image
+from .engine import DetectorCore, configure_test_time, prepare_image
 from .predictor import DEFAULT_PROPOSALS, Predictor
 
 OPSET = 17
 
 
 def export_onnx(
-    checkpoint: str | Path, out: str | Path, proposals: int | None = None, opset: int = OPSET
+    checkpoint: str | Path,
+    out: str | Path,
+    proposals: int | None = None,
+    opset: int = OPSET,
+    score_threshold: float | None = None,
 ) -> Path:
     """Export a checkpoint's model to ``out`` (ONNX, one file) with its metadata; returns ``out``.
 
-    ``proposals`` (default the Predictor's default) and the checkpoint's score threshold and detections per
-    image are fixed in the graph; a Predictor on the file can raise the threshold and lower the count only.
+    ``proposals`` (default the Predictor's default), ``score_threshold`` (default the checkpoint's) and the
+    checkpoint's detections per image are fixed in the graph; a Predictor on the file can raise the
+    threshold and lower the count only.
     """
     import onnx
 
@@ -38,8 +44,9 @@ def export_onnx(
 
     proposals = DEFAULT_PROPOSALS if proposals is None else int(proposals)
     model, class_map, config = load_checkpoint(checkpoint, device="cpu")
-    rpn = model.rpn
-    rpn._pre_nms_top_n["testing"] = rpn._post_nms_top_n["testing"] = proposals
+    if score_threshold is not None:
+        config = dataclasses.replace(config, score_threshold=float(score_threshold))
+    configure_test_time(model, config.score_threshold, config.detections_per_image, proposals)
     core = DetectorCore(model).eval()
     # Trace on a real-looking size (not square) so no size is mistaken for a constant.
     sample = np.random.default_rng(0).integers(
@@ -114,21 +121,21 @@ class ParityReport:
         )
 
 
-def _box_iou(a: np.ndarray, b: np.ndarray) -> float:
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
     w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
     return float(w * h / union) if union > 0 else 1.0
 
 
-def _match(a, b) -> list[tuple[int, int]]:
+def match_instances(a, b) -> list[tuple[int, int]]:
     """Pairs ``(i, j)``: each instance of ``a`` in score order with the unmatched instance of ``b`` of the same
     label and highest box IoU (the order of near-equal scores may differ between engines)."""
     pairs, free = [], set(range(len(b)))
     for i in range(len(a)):
         candidates = [j for j in free if b.labels[j] == a.labels[i]]
         if candidates:
-            j = max(candidates, key=lambda j: _box_iou(a.boxes[i], b.boxes[j]))
+            j = max(candidates, key=lambda j: box_iou(a.boxes[i], b.boxes[j]))
             pairs.append((i, j))
             free.discard(j)
     return pairs
@@ -142,6 +149,7 @@ def parity_check(checkpoint: str | Path, onnx_path: str | Path, images: list[np.
         device="cpu",
         engine="torch",
         proposals=onnx_predictor.engine.proposals,
+        score_threshold=onnx_predictor.score_threshold,
         channels_last=False,
         precision="fp32",  # the export runs float32: compare with float32, not with auto's bf16
     )
@@ -153,8 +161,8 @@ def parity_check(checkpoint: str | Path, onnx_path: str | Path, images: list[np.
         detections += len(a)
         if len(a) != len(b):
             count_mismatches += 1
-        for i, j in _match(a, b):
-            box_ious.append(_box_iou(a.boxes[i], b.boxes[j]))
+        for i, j in match_instances(a, b):
+            box_ious.append(box_iou(a.boxes[i], b.boxes[j]))
             mask_a, mask_b = a.mask(i), b.mask(j)
             union = np.logical_or(mask_a, mask_b).sum()
             mask_ious.append(float(np.logical_and(mask_a, mask_b).sum() / union) if union else 1.0)

@@ -209,26 +209,11 @@ class OpenVinoEngine:
         return compiled, compiled.create_infer_request()
 
     def _convert(self, example: np.ndarray):
-        """:class:`DetectorCore` traced on ``example`` (any height and width) and converted to OpenVINO."""
-        ov = self.openvino
-        core = DetectorCore(self.model).eval()
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the tracer's warnings about torchvision's data-dependent shapes
-            try:
-                # Traced here without torch's trace check (which runs the model again and compares): the
-                # conversion then takes half the time of ov.convert_model tracing the module itself.
-                example_tensor = torch.from_numpy(example)
-                traced = torch.jit.trace(core, example_tensor, check_trace=False)
-                converted = ov.convert_model(
-                    traced, example_input=example_tensor, input=[ov.PartialShape([1, 3, -1, -1])]
-                )
-                if self.precision.name == "bf16":
-                    converted, _ = keep_float32(converted, FLOAT32_SCOPES)
-                return converted
-            except Exception as e:  # OpenVINO raises its own exception types
-                raise OpenVinoError(
-                    f"OpenVINO could not convert the model ({str(e).splitlines()[0]})"
-                ) from None
+        """:func:`convert_core` on ``example``, with :data:`FLOAT32_SCOPES` kept float32 under bf16."""
+        converted = convert_core(self.model, example)
+        if self.precision.name == "bf16":
+            converted, _ = keep_float32(converted, FLOAT32_SCOPES)
+        return converted
 
     def detect(self, images: list[np.ndarray]) -> list[RawDetections]:
         """Detections for float32 ``(3, h, w)`` normalised images, one inference per image."""
@@ -237,14 +222,39 @@ class OpenVinoEngine:
             batch = np.ascontiguousarray(image[None])  # (1, 3, h, w)
             if self._request is None:
                 self._compiled, self._request = self._compile(batch)
-            outputs = self._request.infer({0: batch})
-            boxes, labels, scores, masks = (outputs[o] for o in self._compiled.outputs)
-            results.append(
-                RawDetections(
-                    torch.from_numpy(np.array(boxes, dtype=np.float32)),
-                    torch.from_numpy(np.array(labels)).long(),
-                    torch.from_numpy(np.array(scores, dtype=np.float32)),
-                    torch.from_numpy(np.array(masks[:, 0], dtype=np.float32)),
-                )
-            )
+            results.append(infer_detections(self._compiled, self._request, batch))
         return results
+
+
+def convert_core(model: nn.Module, example: np.ndarray):
+    """The :class:`DetectorCore` of ``model`` (a ``MaskRCNN`` on the CPU, its test-time settings fixed in
+    the graph) traced on ``example`` (float32 ``(1, 3, h, w)``, any height and width) and converted to a
+    float32 ``openvino.Model`` whose input height and width are dynamic."""
+    ov = _import_openvino()
+    core = DetectorCore(model.eval()).eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's warnings about torchvision's data-dependent shapes
+        try:
+            # Traced here without torch's trace check (which runs the model again and compares): the
+            # conversion then takes half the time of ov.convert_model tracing the module itself.
+            example_tensor = torch.from_numpy(example)
+            traced = torch.jit.trace(core, example_tensor, check_trace=False)
+            return ov.convert_model(
+                traced, example_input=example_tensor, input=[ov.PartialShape([1, 3, -1, -1])]
+            )
+        except Exception as e:  # OpenVINO raises its own exception types
+            raise OpenVinoError(f"OpenVINO could not convert the model ({str(e).splitlines()[0]})") from None
+
+
+def infer_detections(compiled, request, batch: np.ndarray) -> RawDetections:
+    """One inference of ``request`` (of the compiled :class:`DetectorCore` graph ``compiled``) on a float32
+    ``(1, 3, h, w)`` ``batch``: float32 boxes ``(N, 4)`` (x1, y1, x2, y2 in the input's pixels), int64
+    labels, float32 scores and mask probabilities ``(N, M, M)``."""
+    outputs = request.infer({0: batch})
+    boxes, labels, scores, masks = (outputs[o] for o in compiled.outputs)
+    return RawDetections(
+        torch.from_numpy(np.array(boxes, dtype=np.float32)),
+        torch.from_numpy(np.array(labels)).long(),
+        torch.from_numpy(np.array(scores, dtype=np.float32)),
+        torch.from_numpy(np.array(masks[:, 0], dtype=np.float32)),
+    )

@@ -48,13 +48,21 @@ def to_rgb(image) -> np.ndarray:
     raise ValueError(f"image arrays must be (H, W), (H, W, 3) or (H, W, 4), got shape {array.shape}")
 
 
+def default_engine(model_path: str | Path) -> str:
+    """The engine for a model file: ``"onnx"`` for ``.onnx``, ``"openvino"`` for an OpenVINO IR ``.xml``
+    (``instaseg export --format openvino-int8``), else ``"torch"`` (a checkpoint)."""
+    suffix = Path(str(model_path)).suffix.lower()
+    return {".onnx": "onnx", ".xml": "openvino"}.get(suffix, "torch")
+
+
 class Predictor:
-    """Predicts instances with a trained checkpoint (``.pt``), its ONNX export (``.onnx``), or a model in
-    memory (:meth:`from_model`).
+    """Predicts instances with a trained checkpoint (``.pt``), its ONNX export (``.onnx``), its OpenVINO INT8
+    export (``.xml``), or a model in memory (:meth:`from_model`).
 
     Args:
-        model_path: an instaseg checkpoint, or with ``engine="onnx"`` an ``.onnx`` file from
-            ``instaseg export`` (``engine`` defaults to ``"onnx"`` for a ``.onnx`` path).
+        model_path: an instaseg checkpoint, an ``.onnx`` file from ``instaseg export`` (``engine`` defaults
+            to ``"onnx"`` for it) or an ``.xml`` from ``instaseg export --format openvino-int8`` (``engine``
+            defaults to ``"openvino"``: :class:`~instaseg.model.openvino_ir_engine.OpenVinoIrEngine`).
         engine: ``"torch"``, ``"onnx"`` (ONNX Runtime) or ``"openvino"`` (a checkpoint compiled by OpenVINO
             for the CPU: :class:`~instaseg.model.openvino_engine.OpenVinoEngine`; the converted model is
             kept in :func:`~instaseg.model.openvino_engine.default_cache_dir` for later runs).
@@ -98,7 +106,7 @@ class Predictor:
         precision: str = "auto",
     ):
         model_path = str(model_path)
-        engine = engine or ("onnx" if model_path.lower().endswith(".onnx") else "torch")
+        engine = engine or default_engine(model_path)
         if engine not in ENGINES:
             raise ValueError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
         if engine == "onnx":
@@ -109,6 +117,17 @@ class Predictor:
                     f"ONNX Runtime runs float32 only; --precision {precision} needs --engine torch"
                 )
             runner = OnnxEngine(model_path, threads=threads)
+            class_map, config = runner.class_map, runner.model_config
+        elif engine == "openvino" and model_path.lower().endswith(".xml"):
+            from .openvino_engine import default_cache_dir
+            from .openvino_ir_engine import OpenVinoIrEngine
+
+            runner = OpenVinoIrEngine(
+                model_path,
+                resolve_precision(precision, "cpu"),
+                threads=threads,
+                cache_dir=default_cache_dir(),
+            )
             class_map, config = runner.class_map, runner.model_config
         elif engine == "openvino":
             from .checkpoint import load_checkpoint

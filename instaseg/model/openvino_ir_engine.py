@@ -1,0 +1,104 @@
+"""The OpenVINO IR engine of :class:`~instaseg.model.predictor.Predictor` (the interface of
+:class:`~instaseg.model.engine.TorchEngine`): runs an ``.xml`` written by
+:func:`~instaseg.model.openvino_export.export_openvino_int8`, reading the class names, model config and
+proposals from its ``rt_info``. Like the ONNX engine, the graph's score threshold, detections per image and
+proposals are fixed: :meth:`OpenVinoIrEngine.configure` accepts a higher threshold and fewer detections
+(the Predictor filters them) and refuses the rest. Compiled for the CPU with bf16 for the unquantized ops
+where OpenVINO can run bf16 (:func:`~.openvino_engine.openvino_precision`), the compiled blob kept in
+``cache_dir`` for later runs.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..core import ClassMap
+from .config import ModelConfig
+from .engine import RawDetections
+from .openvino_engine import OpenVinoError, _import_openvino, infer_detections, openvino_precision
+from .precision import Precision
+
+
+class OpenVinoIrError(OpenVinoError):
+    """An ``.xml`` that is missing, unreadable, not an instaseg export, or asked for settings it lacks."""
+
+
+def _metadata(model, path: Path, key: str):
+    if not model.has_rt_info(["instaseg", key]):
+        raise OpenVinoIrError(f"{path} was not exported by `instaseg export` (no instaseg {key} in it)")
+    return json.loads(model.get_rt_info(["instaseg", key]).astype(str))
+
+
+class OpenVinoIrEngine:
+    """Runs an exported OpenVINO IR on the CPU, one image per inference.
+
+    Args:
+        path: the ``.xml`` (its ``.bin`` beside it).
+        precision: the requested precision, resolved for the CPU: bf16 runs the unquantized ops in bf16
+            when OpenVINO can, anything else float32 (the quantized ops run INT8 either way).
+        threads: OpenVINO's inference threads (default: all cores).
+        cache_dir: where OpenVINO keeps the compiled blob (``None``: compile every time).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        precision: Precision,
+        threads: int | None = None,
+        cache_dir: str | Path | None = None,
+    ):
+        ov = _import_openvino()
+        self.path = Path(path)
+        if not self.path.is_file() or not self.path.with_suffix(".bin").is_file():
+            raise OpenVinoIrError(f"OpenVINO model {self.path} (with its .bin beside it) not found")
+        try:
+            model = ov.Core().read_model(str(self.path))
+        except Exception as e:  # OpenVINO raises its own exception types
+            raise OpenVinoIrError(
+                f"{path} is not a readable OpenVINO IR ({str(e).splitlines()[0]})"
+            ) from None
+        self.class_map = ClassMap(tuple(_metadata(model, self.path, "class_names")))
+        self.model_config = ModelConfig.from_dict(_metadata(model, self.path, "model_config"))
+        self.proposals = int(_metadata(model, self.path, "proposals"))
+        resolved = openvino_precision(precision, ov.Core())
+        hint = "bf16" if resolved.name == "bf16" else "f32"
+        self.precision = Precision(resolved.name, "cpu", f"INT8 with the other ops in {resolved.reason}")
+        properties = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            properties["INFERENCE_NUM_THREADS"] = int(threads)
+        if cache_dir is not None:
+            properties["CACHE_DIR"] = str(Path(cache_dir) / "compiled")
+        try:
+            self._compiled = ov.Core().compile_model(model, "CPU", properties)
+        except Exception as e:
+            raise OpenVinoIrError(f"OpenVINO could not compile {path} ({str(e).splitlines()[0]})") from None
+        self._request = self._compiled.create_infer_request()
+
+    def configure(self, score_threshold: float, max_detections: int, proposals: int | None) -> None:
+        """Check that the graph's fixed settings allow these (the Predictor filters the rest)."""
+        config = self.model_config
+        if score_threshold < config.score_threshold:
+            raise OpenVinoIrError(
+                f"{self.path} keeps scores >= {config.score_threshold} only; a score threshold of "
+                f"{score_threshold} needs a checkpoint or an export with a lower threshold"
+            )
+        if max_detections > config.detections_per_image:
+            raise OpenVinoIrError(
+                f"{self.path} returns at most {config.detections_per_image} detections per image;"
+                f" {max_detections} were asked for"
+            )
+        if proposals is not None and proposals != self.proposals:
+            warnings.warn(
+                f"{self.path} was exported with {self.proposals} proposals; {proposals} ignored", stacklevel=2
+            )
+
+    def detect(self, images: list[np.ndarray]) -> list[RawDetections]:
+        """Detections for float32 ``(3, h, w)`` normalised images, one inference per image."""
+        return [
+            infer_detections(self._compiled, self._request, np.ascontiguousarray(image[None]))
+            for image in images
+        ]
