@@ -31,8 +31,12 @@ from .openvino_engine import FLOAT32_SCOPES, OpenVinoError, _import_openvino, co
 
 METADATA = ("class_names", "model_config", "proposals", "calibration_images")
 
-# Op-name patterns (regular expressions over the converted graph's names, from the torch module paths) that
-# NNCF leaves unquantized. Chosen by measurement (issue 25; see the README's benchmark tables).
+# Op-name patterns (regular expressions matched at the start of the converted graph's op names, from the torch
+# module paths) that NNCF leaves unquantized. Measured (issue 25; Intel Xeon with AMX, 2 cores, light model
+# trained 15 min on the DSB sample, 20 held-out images, score >= 0.05, torch fp32 47.60 mask AP): everything
+# quantized (94 quantizers) 47.53; the RPN's and predictors' output layers kept float 47.69; the RPN and ROI
+# heads kept float 47.78; the mask head kept float 47.60; all within 0.2 points and 0.097-0.103 s/image,
+# against 0.100 s for OpenVINO bf16. So nothing is kept float.
 KEPT_FLOAT: tuple[str, ...] = ()
 
 
