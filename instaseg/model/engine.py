@@ -13,6 +13,7 @@ from __future__ import annotations
 from . import vision  # noqa: F401  (first: torchvision without TorchDynamo)
 
 # isort: split
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -224,6 +225,34 @@ def configure_test_time(
     if proposals is not None:
         rpn._pre_nms_top_n["testing"] = int(proposals)
         rpn._post_nms_top_n["testing"] = int(proposals)
+
+
+def check_fixed_settings(
+    path,
+    config,
+    exported_proposals: int,
+    score_threshold: float,
+    max_detections: int,
+    proposals: int | None,
+    error: type[Exception],
+) -> None:
+    """For an export whose graph fixes the score threshold and detections (``config``, its ModelConfig) and
+    the proposals: raise ``error`` for a lower threshold or more detections than the graph keeps (the
+    Predictor filters a higher threshold and fewer detections itself), warn for other proposals."""
+    if score_threshold < config.score_threshold:
+        raise error(
+            f"{path} keeps scores >= {config.score_threshold} only; a score threshold of "
+            f"{score_threshold} needs a checkpoint or an export with a lower threshold"
+        )
+    if max_detections > config.detections_per_image:
+        raise error(
+            f"{path} returns at most {config.detections_per_image} detections per image;"
+            f" {max_detections} were asked for"
+        )
+    if proposals is not None and proposals != exported_proposals:
+        warnings.warn(
+            f"{path} was exported with {exported_proposals} proposals; {proposals} ignored", stacklevel=3
+        )
 
 
 def prepare_image(image: np.ndarray, image_size: int, resize: str) -> np.ndarray:

@@ -8,7 +8,6 @@ config, and the test-time settings baked into it (score threshold, detections, p
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import torch
 
 from ..core import ClassMap
 from .config import ModelConfig
-from .engine import RawDetections
+from .engine import RawDetections, check_fixed_settings
 from .precision import Precision
 
 
@@ -50,21 +49,15 @@ class OnnxEngine:
 
     def configure(self, score_threshold: float, max_detections: int, proposals: int | None) -> None:
         """Check that the graph's fixed settings allow these (the Predictor filters the rest)."""
-        config = self.model_config
-        if score_threshold < config.score_threshold:
-            raise OnnxModelError(
-                f"{self.path} keeps scores >= {config.score_threshold} only; a score threshold "
-                f"of {score_threshold} needs a checkpoint or an export with a lower threshold"
-            )
-        if max_detections > config.detections_per_image:
-            raise OnnxModelError(
-                f"{self.path} returns at most {config.detections_per_image} detections per image;"
-                f" {max_detections} were asked for"
-            )
-        if proposals is not None and proposals != self.proposals:
-            warnings.warn(
-                f"{self.path} was exported with {self.proposals} proposals; {proposals} ignored", stacklevel=2
-            )
+        check_fixed_settings(
+            self.path,
+            self.model_config,
+            self.proposals,
+            score_threshold,
+            max_detections,
+            proposals,
+            OnnxModelError,
+        )
 
     def detect(self, images: list[np.ndarray]) -> list[RawDetections]:
         """Detections for float32 ``(3, h, w)`` normalised images, one session run per image."""

@@ -128,6 +128,12 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(w * h / union) if union > 0 else 1.0
 
 
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two boolean masks of one image (1.0 when both are empty)."""
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
 def match_instances(a, b) -> list[tuple[int, int]]:
     """Pairs ``(i, j)``: each instance of ``a`` in score order with the unmatched instance of ``b`` of the same
     label and highest box IoU (the order of near-equal scores may differ between engines)."""
@@ -163,9 +169,7 @@ def parity_check(checkpoint: str | Path, onnx_path: str | Path, images: list[np.
             count_mismatches += 1
         for i, j in match_instances(a, b):
             box_ious.append(box_iou(a.boxes[i], b.boxes[j]))
-            mask_a, mask_b = a.mask(i), b.mask(j)
-            union = np.logical_or(mask_a, mask_b).sum()
-            mask_ious.append(float(np.logical_and(mask_a, mask_b).sum() / union) if union else 1.0)
+            mask_ious.append(mask_iou(a.mask(i), b.mask(j)))
             score_differences.append(abs(float(a.scores[i]) - float(b.scores[j])))
     return ParityReport(
         len(images), detections, count_mismatches, min(box_ious), min(mask_ious), max(score_differences)

@@ -147,7 +147,7 @@ class Agreement:
 def agreement(checkpoint: str | Path, xml: str | Path, images: Sequence[np.ndarray]) -> Agreement:
     """Predict ``images`` (RGB uint8 ``(H, W, 3)``) with the export and with the checkpoint in float32 at the
     export's settings, and compare."""
-    from .onnx_export import match_instances
+    from .onnx_export import mask_iou, match_instances
     from .predictor import Predictor
 
     exported = Predictor(xml, engine="openvino")
@@ -167,8 +167,6 @@ def agreement(checkpoint: str | Path, xml: str | Path, images: Sequence[np.ndarr
             if i not in matched:
                 ious.append(0.0)
                 continue
-            mask_a, mask_b = a.mask(i), b.mask(matched[i])
-            union = np.logical_or(mask_a, mask_b).sum()
-            ious.append(float(np.logical_and(mask_a, mask_b).sum() / union) if union else 1.0)
+            ious.append(mask_iou(a.mask(i), b.mask(matched[i])))
     median = float(np.median(ious)) if ious else 1.0
     return Agreement(len(images), len(ious), found, median)

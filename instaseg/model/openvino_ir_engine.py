@@ -11,14 +11,13 @@ where OpenVINO can run bf16 (:func:`~.openvino_engine.openvino_precision`), the 
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ..core import ClassMap
 from .config import ModelConfig
-from .engine import RawDetections
+from .engine import RawDetections, check_fixed_settings
 from .openvino_engine import OpenVinoError, _import_openvino, infer_detections, openvino_precision
 from .precision import Precision
 
@@ -52,11 +51,12 @@ class OpenVinoIrEngine:
         cache_dir: str | Path | None = None,
     ):
         ov = _import_openvino()
+        core = ov.Core()
         self.path = Path(path)
         if not self.path.is_file() or not self.path.with_suffix(".bin").is_file():
             raise OpenVinoIrError(f"OpenVINO model {self.path} (with its .bin beside it) not found")
         try:
-            model = ov.Core().read_model(str(self.path))
+            model = core.read_model(str(self.path))
         except Exception as e:  # OpenVINO raises its own exception types
             raise OpenVinoIrError(
                 f"{path} is not a readable OpenVINO IR ({str(e).splitlines()[0]})"
@@ -64,7 +64,7 @@ class OpenVinoIrEngine:
         self.class_map = ClassMap(tuple(_metadata(model, self.path, "class_names")))
         self.model_config = ModelConfig.from_dict(_metadata(model, self.path, "model_config"))
         self.proposals = int(_metadata(model, self.path, "proposals"))
-        resolved = openvino_precision(precision, ov.Core())
+        resolved = openvino_precision(precision, core)
         hint = "bf16" if resolved.name == "bf16" else "f32"
         self.precision = Precision(resolved.name, "cpu", f"INT8 with the other ops in {resolved.reason}")
         properties = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
@@ -73,28 +73,22 @@ class OpenVinoIrEngine:
         if cache_dir is not None:
             properties["CACHE_DIR"] = str(Path(cache_dir) / "compiled")
         try:
-            self._compiled = ov.Core().compile_model(model, "CPU", properties)
+            self._compiled = core.compile_model(model, "CPU", properties)
         except Exception as e:
             raise OpenVinoIrError(f"OpenVINO could not compile {path} ({str(e).splitlines()[0]})") from None
         self._request = self._compiled.create_infer_request()
 
     def configure(self, score_threshold: float, max_detections: int, proposals: int | None) -> None:
         """Check that the graph's fixed settings allow these (the Predictor filters the rest)."""
-        config = self.model_config
-        if score_threshold < config.score_threshold:
-            raise OpenVinoIrError(
-                f"{self.path} keeps scores >= {config.score_threshold} only; a score threshold of "
-                f"{score_threshold} needs a checkpoint or an export with a lower threshold"
-            )
-        if max_detections > config.detections_per_image:
-            raise OpenVinoIrError(
-                f"{self.path} returns at most {config.detections_per_image} detections per image;"
-                f" {max_detections} were asked for"
-            )
-        if proposals is not None and proposals != self.proposals:
-            warnings.warn(
-                f"{self.path} was exported with {self.proposals} proposals; {proposals} ignored", stacklevel=2
-            )
+        check_fixed_settings(
+            self.path,
+            self.model_config,
+            self.proposals,
+            score_threshold,
+            max_detections,
+            proposals,
+            OpenVinoIrError,
+        )
 
     def detect(self, images: list[np.ndarray]) -> list[RawDetections]:
         """Detections for float32 ``(3, h, w)`` normalised images, one inference per image."""
