@@ -143,7 +143,7 @@ def profile_network(predictor: Predictor, images: list[np.ndarray]) -> dict[str,
         proposals = engine.propose(features)
         t2 = time.perf_counter()
         with engine._running():
-            box_levels, mask_levels = shared_levels(heads, features.maps)
+            box_levels, mask_levels = shared_levels(heads, features.maps, features.image_sizes)
             found = detect_boxes(heads, features.maps, proposals, features.image_sizes, box_levels)
             t3 = time.perf_counter()
             predict_masks(

@@ -11,8 +11,8 @@ checkpoint's or the given precision and score threshold):
    predictor), box post-processing (decode, score threshold, NMS), mask RoIAlign, mask head + predictor,
    mask post-processing, and the box-local mask pasting of :func:`~instaseg.model.engine.paste_masks`;
 2. torch.profiler's table of the ops that take the most time (self CPU time), with their input dtypes,
-   so that the ops that run in float32 under bf16 autocast can be seen (torchvision's ``roi_align`` has no
-   bf16 CPU kernel: autocast runs it in float32);
+   so that the ops that run in float32 under bf16 autocast can be seen (RoIAlign, the gather of
+   :mod:`~instaseg.model.gather_roi_align`, sums in float32);
 3. the box head's cost at 1000 / 500 / 300 proposals of one image, and the mask head's cost per instance
    (the slope of its time over 10..200 boxes);
 4. seconds per image against the number of objects detected in it, image by image.
@@ -35,7 +35,7 @@ from instaseg.formats.load import load_dataset
 from instaseg.images import load_image
 from instaseg.model.engine import paste_masks, prepare_image, scale_boxes
 from instaseg.model.predictor import Predictor
-from instaseg.model.roi_heads import pool_features, roi_features
+from instaseg.model.roi_heads import pool_features, roi_features, run_box_head
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "dsb2018_nuclei_sample"
 
@@ -60,12 +60,12 @@ def staged_predict(predictor: Predictor, image: np.ndarray, stages: dict[str, fl
         proposals = engine.propose(features)
     mark("rpn")
     with engine._running():
-        pooled_maps = pool_features(heads.box_roi_pool, features.maps)
+        pooled_maps = pool_features(heads.box_roi_pool, features.maps, features.image_sizes)
         with record_function("box_roi_align"):
             box_features = roi_features(heads.box_roi_pool, pooled_maps, proposals, features.image_sizes)
         mark("box roi_align")
         with record_function("box_head"):
-            logits, regression = heads.box_predictor(heads.box_head(box_features))
+            logits, regression = heads.box_predictor(run_box_head(heads.box_head, box_features))
         mark("box head")
         with record_function("box_postprocess"):
             boxes, scores, labels = heads.postprocess_detections(
@@ -106,7 +106,7 @@ def head_costs(predictor: Predictor, image: np.ndarray) -> None:
     proposals = engine.propose(features)[0]
     print(f"\nbox head (RoIAlign + head + predictor) on one image, {len(proposals)} proposals available:")
     with engine._running():
-        maps = pool_features(heads.box_roi_pool, features.maps)
+        maps = pool_features(heads.box_roi_pool, features.maps, features.image_sizes)
         for count in (1000, 500, 300):
             chosen = [proposals[:count]]
 
@@ -115,7 +115,9 @@ def head_costs(predictor: Predictor, image: np.ndarray) -> None:
 
             pooled = align()
             seconds_align = time_call(align)
-            seconds_head = time_call(lambda pooled=pooled: heads.box_predictor(heads.box_head(pooled)))
+            seconds_head = time_call(
+                lambda pooled=pooled: heads.box_predictor(run_box_head(heads.box_head, pooled))
+            )
             print(
                 f"  {len(chosen[0]):5d} proposals: RoIAlign {seconds_align:.4f} s, head {seconds_head:.4f} s"
             )

@@ -16,7 +16,9 @@ data pipeline is left out: ``bench/train_overhead.py`` measures it) are trained 
 
 More variants (``--variants``): ``instaseg-fp32`` (channels-last, fp32), ``instaseg-bf16`` (channels-last, bf16
 autocast even where emulated: 7x to 14x slower than fp32 on an AVX2 CPU, so leave it out there for R50-FPN),
-``instaseg-contiguous`` (the default precision without channels-last: does channels-last pay off here?).
+``instaseg-contiguous`` (the default precision without channels-last: does channels-last pay off here?),
+``instaseg-tv-roialign`` (the default with torchvision's scalar RoIAlign kernels instead of the vectorised
+gather ``fit`` installs: what the gather buys).
 
 The variants alternate in rounds of ``--steps`` steps each (after one untimed warm-up round), so that a busy
 machine slows all of them alike; every round starts each variant from the same initial weights and a fresh
@@ -41,6 +43,7 @@ from instaseg.formats.load import load_dataset
 from instaseg.model.architectures import build_model
 from instaseg.model.config import ModelConfig
 from instaseg.model.precision import Precision, resolve_precision
+from instaseg.model.roi_heads import use_gather_roi_align
 from instaseg.train.augment import build_train_transform
 from instaseg.train.config import TrainConfig
 from instaseg.train.data import DetectionDataset, make_loader
@@ -54,7 +57,14 @@ from instaseg.train.engine import (
 
 DSB = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "dsb2018_nuclei_sample"
 DEFAULT_MODELS = "maskrcnn_resnet50_fpn:512,maskrcnn_resnet18_fpn:256,maskrcnn_resnet18_fpn:512"
-VARIANTS = ("reference", "instaseg", "instaseg-fp32", "instaseg-bf16", "instaseg-contiguous")
+VARIANTS = (
+    "reference",
+    "instaseg",
+    "instaseg-fp32",
+    "instaseg-bf16",
+    "instaseg-contiguous",
+    "instaseg-tv-roialign",
+)
 
 
 def reference_runner(model: torch.nn.Module):
@@ -74,12 +84,16 @@ def reference_runner(model: torch.nn.Module):
     return run
 
 
-def instaseg_runner(model: torch.nn.Module, precision: Precision, channels_last: bool, steps: int):
+def instaseg_runner(
+    model: torch.nn.Module, precision: Precision, channels_last: bool, steps: int, gather: bool = True
+):
     """``train_one_epoch`` as ``fit`` calls it, with ``TrainConfig()``'s optimizer, schedule and clipping."""
     config = TrainConfig(weights="none", workers=0, lr=0.005, warmup_steps=0)  # (a)'s learning rate
     device = next(model.parameters()).device
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    if gather:
+        use_gather_roi_align(model)  # as fit trains it
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config, steps)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_grad_scaler)
@@ -106,7 +120,11 @@ def make_runner(variant: str, model: torch.nn.Module, device: torch.device, step
     elif variant == "instaseg-contiguous":
         channels_last = False
     layout = "channels-last" if channels_last else "contiguous"
-    return instaseg_runner(model, precision, channels_last, steps), f"{precision.name}, {layout}"
+    gather = variant != "instaseg-tv-roialign"
+    pooler = "gather RoIAlign" if gather else "torchvision's RoIAlign"
+    return instaseg_runner(
+        model, precision, channels_last, steps, gather
+    ), f"{precision.name}, {layout}, {pooler}"
 
 
 def batches_of(data: DetectionDataset, batch_size: int, count: int) -> list:

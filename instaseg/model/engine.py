@@ -161,7 +161,7 @@ class TorchEngine:
         proposals = self.propose(features)
         heads = self.model.roi_heads
         with self._running():
-            box_levels, mask_levels = shared_levels(heads, features.maps)
+            box_levels, mask_levels = shared_levels(heads, features.maps, features.image_sizes)
             found = detect_boxes(heads, features.maps, proposals, features.image_sizes, box_levels)
             masks = predict_masks(
                 heads,
@@ -190,7 +190,7 @@ class TorchEngine:
         boxes = [b.to(self.device, torch.float32) for b in boxes]
         heads = self.model.roi_heads
         with self._running():
-            box_levels, mask_levels = shared_levels(heads, features.maps)
+            box_levels, mask_levels = shared_levels(heads, features.maps, features.image_sizes)
             probabilities = classify_boxes(heads, features.maps, boxes, features.image_sizes, box_levels)
             chosen = [
                 (p[:, 1:].argmax(dim=1) + 1) if given is None else given.to(self.device, torch.int64)

@@ -18,84 +18,132 @@ from __future__ import annotations
 from . import vision  # noqa: F401  (first: torchvision without TorchDynamo)
 
 # isort: split
-from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torchvision.models.detection.faster_rcnn import TwoMLPHead
 from torchvision.models.detection.roi_heads import maskrcnn_inference
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 from torchvision.ops.poolers import _convert_to_roi_format, _setup_scales
 
+from .gather_roi_align import FeatureRows, feature_rows, gather_roi_align
+
 FeatureMaps = dict[str, torch.Tensor]  # FPN level name -> (B, C, h_l, w_l)
 ImageSizes = list[tuple[int, int]]  # each image's (h, w) before padding
 
-# RoIs per thread below which RoIAlign runs in the calling thread (a thread's start costs ~0.1 ms; one RoI
-# of 128 channels at 7x7, ~2 us).
-ROIS_PER_THREAD = 64
-
 
 class LevelMaps(NamedTuple):
-    """The FPN levels a RoI pooler reads, ready for torchvision's CPU ``roi_align`` kernel
-    (:func:`pool_features`): ``maps`` float32 NCHW-contiguous, ``dtype`` the levels' own dtype (bf16 under
-    bf16 autocast), which the pooled features are given back in, as torchvision's pooler does."""
+    """The FPN levels a RoI pooler reads, converted once for the RoIAlign that runs on them
+    (:func:`pool_features`), shared by the box and the mask RoIAlign of the same features.
 
-    maps: list[torch.Tensor]
+    Attributes:
+        maps: per level ``(B, C, h_l, w_l)`` float32 NCHW-contiguous, for torchvision's kernel (not on the
+            CPU: ``None``).
+        rows: on the CPU, the levels as float32 channels-last rows for
+            :func:`~instaseg.model.gather_roi_align.gather_roi_align` (elsewhere ``None``).
+        dtype: the levels' own dtype (bf16 under bf16 autocast), which the pooled features are given back
+            in, as torchvision's pooler does.
+        sources: the levels as they were given (a pooler's scales are set from their sizes).
+    """
+
+    maps: list[torch.Tensor] | None
+    rows: FeatureRows | None
     dtype: torch.dtype
+    sources: list[torch.Tensor]
 
 
-def pool_features(pooler: MultiScaleRoIAlign, features: FeatureMaps) -> LevelMaps:
-    """The levels of ``features`` that ``pooler`` reads, converted once to what torchvision's CPU
-    ``roi_align`` computes on: it has no bf16 kernel (under autocast each call casts a bf16 map to float32)
-    and copies a channels-last map to NCHW on every call. Converted once, they serve the box and the mask
-    RoIAlign of the same image (both poolers read the same levels in torchvision's Mask R-CNN)."""
+def set_level_scales(pooler: MultiScaleRoIAlign, levels: list[torch.Tensor], image_sizes: ImageSizes) -> None:
+    """Set ``pooler.scales`` and ``pooler.map_levels`` from its levels' sizes when not set yet, as
+    torchvision's pooler does on its first call."""
+    if pooler.scales is None or pooler.map_levels is None:
+        pooler.scales, pooler.map_levels = _setup_scales(
+            levels, image_sizes, pooler.canonical_scale, pooler.canonical_level
+        )
+
+
+def pool_features(pooler: MultiScaleRoIAlign, features: FeatureMaps, image_sizes: ImageSizes) -> LevelMaps:
+    """The levels of ``features`` that ``pooler`` reads, converted once to float32 (RoIAlign computes in
+    float32 under autocast too: torchvision's kernel has no bf16 path, and float32 sums keep the pooled
+    features torchvision's) in the layout the RoIAlign of their device reads. Sets the pooler's level
+    scales from the maps' sizes on its first call, as torchvision's pooler does."""
     levels = [features[name] for name in features if name in pooler.featmap_names]
-    return LevelMaps([level.float().contiguous() for level in levels], levels[0].dtype)
+    set_level_scales(pooler, levels, image_sizes)
+    if levels[0].device.type == "cpu" and pooler.sampling_ratio > 0:
+        rows = feature_rows(levels, pooler.scales, torch.float32)
+        return LevelMaps(None, rows, levels[0].dtype, levels)
+    return LevelMaps([level.float().contiguous() for level in levels], None, levels[0].dtype, levels)
 
 
 def roi_features(
     pooler: MultiScaleRoIAlign, levels: LevelMaps, boxes: list[torch.Tensor], image_sizes: ImageSizes
 ) -> torch.Tensor:
-    """``pooler(features, boxes, image_sizes)`` on :func:`pool_features`' levels, the same numbers
-    (torchvision's kernel, level mapping and scales), with the RoIs of each level split over
-    ``torch.get_num_threads()`` threads on the CPU: torchvision's CPU kernel runs on one core (it releases
-    the GIL, so Python threads run it in parallel).
+    """``pooler(features, boxes, image_sizes)`` on :func:`pool_features`' levels: torchvision's level
+    mapping and scales, and its RoIAlign numbers. On the CPU all RoIs are pooled in one
+    :func:`~instaseg.model.gather_roi_align.gather_roi_align` (a vectorised gather, equal to torchvision's
+    scalar CPU kernel up to float32 rounding); elsewhere, or with an adaptive sampling ratio, each level's
+    by torchvision's ``roi_align``.
 
     Args:
         boxes: per image ``(N_i, 4)`` xyxy in the network input's pixels.
 
     Returns:
-        ``(sum N_i, C, S, S)`` (S: the pooler's output size) in ``levels.dtype``.
+        ``(sum N_i, C, S, S)`` (S: the pooler's output size) in ``levels.dtype``; channels-last on the CPU.
     """
-    maps = levels.maps
-    if pooler.scales is None or pooler.map_levels is None:  # as torchvision does on its first call
-        pooler.scales, pooler.map_levels = _setup_scales(
-            maps, image_sizes, pooler.canonical_scale, pooler.canonical_level
-        )
+    set_level_scales(pooler, levels.sources, image_sizes)
     rois = _convert_to_roi_format(boxes)  # (R, 5): image index, x0, y0, x1, y1
-    dtype, size = levels.dtype, pooler.output_size
-    result = torch.zeros((len(rois), maps[0].shape[1], *size), dtype=dtype, device=rois.device)
-    level_of = pooler.map_levels(boxes) if len(maps) > 1 else torch.zeros(len(rois), dtype=torch.int64)
-    jobs = []  # (indices into rois, level's map, level's scale)
-    threads = max(1, torch.get_num_threads()) if rois.device.type == "cpu" else 1
+    size, count = tuple(pooler.output_size), len(pooler.scales)
+    level_of = pooler.map_levels(boxes) if count > 1 else torch.zeros(len(rois), dtype=torch.int64)
+    if levels.rows is not None:
+        pooled = gather_roi_align(levels.rows, rois, level_of.to(rois.device), size, pooler.sampling_ratio)
+        return pooled.to(levels.dtype).permute(0, 3, 1, 2)  # (R, C, S, S), channels-last
+    maps = levels.maps
+    result = torch.zeros((len(rois), maps[0].shape[1], *size), dtype=levels.dtype, device=rois.device)
     for level, (feature, scale) in enumerate(zip(maps, pooler.scales, strict=True)):
         index = torch.where(level_of == level)[0]
-        parts = min(threads, max(1, len(index) // ROIS_PER_THREAD))
-        jobs.extend((chunk, feature, scale) for chunk in index.tensor_split(parts) if len(chunk))
-
-    def align(job):
-        index, feature, scale = job
-        with torch.autocast("cpu", enabled=False):
-            return roi_align(feature, rois[index], size, scale, pooler.sampling_ratio)
-
-    if len(jobs) > 1 and threads > 1:
-        with ThreadPoolExecutor(min(threads, len(jobs))) as pool:
-            outputs = list(pool.map(align, jobs))
-    else:
-        outputs = [align(job) for job in jobs]
-    for (index, _, _), output in zip(jobs, outputs, strict=True):
-        result[index] = output.to(dtype)
+        with torch.autocast(rois.device.type, enabled=False):
+            result[index] = roi_align(feature, rois[index], size, scale, pooler.sampling_ratio).to(
+                levels.dtype
+            )
     return result
+
+
+class GatherRoIAlign(MultiScaleRoIAlign):
+    """torchvision's ``MultiScaleRoIAlign`` (same settings, level mapping and numbers) whose CPU forward
+    pools with :func:`roi_features`' vectorised gather, differentiable: the training step's RoIAlign,
+    forward and backward, which torchvision runs in scalar CPU kernels. On other devices, while a model is
+    traced for export (ONNX's and OpenVINO's own RoIAlign ops), or with an adaptive sampling ratio, it is
+    torchvision's pooler. It has no parameters: state dicts are unchanged."""
+
+    def forward(self, x: FeatureMaps, boxes: list[torch.Tensor], image_shapes: ImageSizes) -> torch.Tensor:
+        first = next(iter(x.values()))
+        if first.device.type != "cpu" or self.sampling_ratio <= 0 or torch.jit.is_tracing():
+            return super().forward(x, boxes, image_shapes)
+        return roi_features(self, pool_features(self, x, image_shapes), boxes, image_shapes)
+
+    @classmethod
+    def like(cls, pooler: MultiScaleRoIAlign) -> GatherRoIAlign:
+        """The same pooler (feature maps, output size, sampling ratio, canonical scale and level)."""
+        return cls(
+            list(pooler.featmap_names),
+            pooler.output_size,
+            pooler.sampling_ratio,
+            canonical_scale=pooler.canonical_scale,
+            canonical_level=pooler.canonical_level,
+        )
+
+
+def use_gather_roi_align(model: nn.Module) -> nn.Module:
+    """Give a torchvision Mask R-CNN's ROI heads :class:`GatherRoIAlign` poolers in place of torchvision's
+    ``MultiScaleRoIAlign`` (same settings; a no-op for other poolers and for ones already swapped), so that
+    its own forward, the training step's, pools with the vectorised gather on the CPU. Returns ``model``."""
+    heads = model.roi_heads
+    for name in ("box_roi_pool", "mask_roi_pool"):
+        pooler = getattr(heads, name, None)
+        if type(pooler) is MultiScaleRoIAlign:
+            setattr(heads, name, GatherRoIAlign.like(pooler))
+    return model
 
 
 def _pool(
@@ -110,8 +158,24 @@ def _pool(
     if not isinstance(pooler, MultiScaleRoIAlign):
         return pooler(features, boxes, image_sizes)
     if levels is None:
-        levels = pool_features(pooler, features)
+        levels = pool_features(pooler, features, image_sizes)
     return roi_features(pooler, levels, boxes, image_sizes)
+
+
+def run_box_head(box_head: nn.Module, pooled: torch.Tensor) -> torch.Tensor:
+    """``box_head(pooled)`` on ``(R, C, S, S)`` RoI features. torchvision's ``TwoMLPHead`` flattens them
+    NCHW (a copy of every proposal's features when they are channels-last, as the CPU gather gives them:
+    ~3 ms for 1000 proposals); here it reads channels-last features as they lie, its first layer's weight
+    reordered to ``(y, x, c)`` instead (the same products: a copy of one weight matrix)."""
+    channels_last = pooled.dim() == 4 and pooled.is_contiguous(memory_format=torch.channels_last)
+    if not isinstance(box_head, TwoMLPHead) or not channels_last or pooled.is_contiguous():
+        return box_head(pooled)
+    count, channels, height, width = pooled.shape
+    rows = pooled.permute(0, 2, 3, 1).reshape(count, -1)  # (R, S * S * C): a view
+    weight = box_head.fc6.weight  # (D, C * S * S), NCHW order
+    weight = weight.view(-1, channels, height, width).permute(0, 2, 3, 1).reshape(weight.shape[0], -1)
+    hidden = F.relu(F.linear(rows, weight, box_head.fc6.bias))
+    return F.relu(box_head.fc7(hidden))
 
 
 def detect_boxes(
@@ -134,7 +198,7 @@ def detect_boxes(
         Per image ``(boxes (N, 4) float32, scores (N,) float32 decreasing, labels (N,) int64 1..K)``.
     """
     box_features = _pool(heads.box_roi_pool, features, levels, proposals, image_sizes)  # (sum P_i, C, 7, 7)
-    box_features = heads.box_head(box_features)  # (sum P_i, R)
+    box_features = run_box_head(heads.box_head, box_features)  # (sum P_i, D)
     class_logits, box_regression = heads.box_predictor(box_features)
     boxes, scores, labels = heads.postprocess_detections(
         class_logits.float(), box_regression.float(), proposals, image_sizes
@@ -153,7 +217,7 @@ def classify_boxes(
     (column 0 is the background), softmax over the classes. The boxes are not regressed. ``levels`` as in
     :func:`detect_boxes`."""
     box_features = _pool(heads.box_roi_pool, features, levels, boxes, image_sizes)
-    class_logits, _ = heads.box_predictor(heads.box_head(box_features))  # (sum N_i, K + 1)
+    class_logits, _ = heads.box_predictor(run_box_head(heads.box_head, box_features))  # (sum N_i, K + 1)
     probabilities = torch.softmax(class_logits.float(), dim=-1)
     return list(probabilities.split([len(b) for b in boxes]))
 
@@ -179,14 +243,17 @@ def predict_masks(
     return [p[:, 0].float() for p in probabilities]
 
 
-def shared_levels(heads: nn.Module, features: FeatureMaps) -> tuple[LevelMaps | None, LevelMaps | None]:
-    """The box and mask poolers' :func:`pool_features`, converted once when both read the same levels
-    (torchvision's Mask R-CNN: both pool ``"0".."3"``); ``None`` for a pooler that is not a
-    ``MultiScaleRoIAlign`` (it runs on the features as they are)."""
+def shared_levels(
+    heads: nn.Module, features: FeatureMaps, image_sizes: ImageSizes
+) -> tuple[LevelMaps | None, LevelMaps | None]:
+    """The box and mask poolers' :func:`pool_features`, converted once when both read the same levels the
+    same way (torchvision's Mask R-CNN: both pool ``"0".."3"`` with 2 samples per bin); ``None`` for a
+    pooler that is not a ``MultiScaleRoIAlign`` (it runs on the features as they are)."""
     box, mask = heads.box_roi_pool, getattr(heads, "mask_roi_pool", None)
-    box_levels = pool_features(box, features) if isinstance(box, MultiScaleRoIAlign) else None
+    box_levels = pool_features(box, features, image_sizes) if isinstance(box, MultiScaleRoIAlign) else None
     if not isinstance(mask, MultiScaleRoIAlign):
         return box_levels, None
-    if box_levels is not None and list(mask.featmap_names) == list(box.featmap_names):
+    same = list(mask.featmap_names) == list(box.featmap_names)
+    if box_levels is not None and same and (mask.sampling_ratio > 0) == (box.sampling_ratio > 0):
         return box_levels, box_levels
-    return box_levels, pool_features(mask, features)
+    return box_levels, pool_features(mask, features, image_sizes)

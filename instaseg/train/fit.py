@@ -22,6 +22,7 @@ from ..model.architectures import build_model
 from ..model.checkpoint import checkpoint_header
 from ..model.config import ModelConfig
 from ..model.device import resolve_device
+from ..model.roi_heads import use_gather_roi_align
 from ..model.weights import apply_weights
 from ..problems import DatasetError
 from .augment import build_eval_transform, build_train_transform
@@ -236,6 +237,7 @@ def _prepare(
     channels_last = use_channels_last(device, precision)
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    use_gather_roi_align(model)  # RoIAlign forward and backward vectorised on the CPU (torchvision's numbers)
     say(f"precision: {precision.reason}" + ("; channels-last" if channels_last else ""))
     if distributed is not None:  # a distinct stream per rank for the heads' random sampling
         torch.manual_seed(config.seed + distributed.rank)

@@ -14,6 +14,7 @@ import torch
 from ..core import Record
 from ..model.architectures import build_model
 from ..model.config import ModelConfig
+from ..model.roi_heads import use_gather_roi_align
 from .augment import build_train_transform
 from .config import TrainConfig
 from .data import DetectionDataset, collate
@@ -83,6 +84,7 @@ def _stepper(records, model_config, config, size, device, precision) -> Callable
     model = build_model(sized).to(device)
     if use_channels_last(device, precision):
         model.to(memory_format=torch.channels_last)
+    use_gather_roi_align(model)  # as fit trains it
     batch_records = records[: config.batch_size]
     dataset = DetectionDataset(batch_records, build_train_transform(size, sized.resize, "none"))
     batch = collate([dataset[i] for i in range(len(dataset))])
