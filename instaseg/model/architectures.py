@@ -21,6 +21,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet18, resnet50
 from torchvision.models.detection import MaskRCNN
@@ -80,6 +81,21 @@ def _group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(32, channels)
 
 
+class RoiGroupNorm(nn.GroupNorm):
+    """``nn.GroupNorm`` for RoI features, many small maps (N RoIs of 14x14), computed on NCHW-contiguous
+    input: torch's channels-last GroupNorm kernel is slow for that shape (2-core Zen 4, bf16, 128 channels in
+    32 groups: 3.5 ms against 0.25 ms NCHW for 40 RoIs forward; 33 against 12 ms forward and backward for
+    128 RoIs), while for the backbone's few large maps both layouts run alike. The same parameters and
+    numbers as ``nn.GroupNorm``: checkpoints are unchanged."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.group_norm(x.contiguous(), self.num_groups, self.weight, self.bias, self.eps)
+
+
+def _roi_group_norm(channels: int) -> nn.GroupNorm:
+    return RoiGroupNorm(32, channels)
+
+
 def _resnet18_fpn(config: ModelConfig) -> MaskRCNN:
     """A light model that trains from scratch on a CPU: ResNet-18, a 128-channel FPN, slim heads, and
     anchors half torchvision's size (16..256 pixels) for small objects at small image sizes.
@@ -112,7 +128,7 @@ def _resnet18_fpn(config: ModelConfig) -> MaskRCNN:
         box_head=TwoMLPHead(channels * 7 * 7, 256),
         box_predictor=FastRCNNPredictor(256, config.num_classes + 1),
         mask_head=MaskRCNNHeads(
-            channels, [channels] * 2, 1, norm_layer=None if config.pretrained_backbone else _group_norm
+            channels, [channels] * 2, 1, norm_layer=None if config.pretrained_backbone else _roi_group_norm
         ),
         mask_predictor=MaskRCNNPredictor(channels, channels, config.num_classes + 1),
         box_batch_size_per_image=256,
