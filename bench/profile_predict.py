@@ -13,8 +13,9 @@ checkpoint's or the given precision and score threshold):
 2. torch.profiler's table of the ops that take the most time (self CPU time), with their input dtypes,
    so that the ops that run in float32 under bf16 autocast can be seen (RoIAlign, the gather of
    :mod:`~instaseg.model.gather_roi_align`, sums in float32);
-3. the box head's cost at 1000 / 500 / 300 proposals of one image, and the mask head's cost per instance
-   (the slope of its time over 10..200 boxes);
+3. the box head's cost at 1000 / 500 / 300 proposals of one image (its RoIAlign beside torchvision's
+   pooler on the same features), and the mask head's cost per instance (the slope of its time over 10..200
+   boxes);
 4. seconds per image against the number of objects detected in it, image by image.
 
 Timings are wall clock; on a machine other work is using they are loaded (say so when reporting them).
@@ -30,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
+from torchvision.ops import MultiScaleRoIAlign
 
 from instaseg.formats.load import load_dataset
 from instaseg.images import load_image
@@ -105,6 +107,10 @@ def head_costs(predictor: Predictor, image: np.ndarray) -> None:
     features = engine.extract_features([prepare_image(image, predictor.image_size, predictor.resize)])
     proposals = engine.propose(features)[0]
     print(f"\nbox head (RoIAlign + head + predictor) on one image, {len(proposals)} proposals available:")
+    pooler = heads.box_roi_pool
+    torchvision_pooler = MultiScaleRoIAlign(
+        list(pooler.featmap_names), pooler.output_size, pooler.sampling_ratio
+    )
     with engine._running():
         maps = pool_features(heads.box_roi_pool, features.maps, features.image_sizes)
         for count in (1000, 500, 300):
@@ -113,13 +119,18 @@ def head_costs(predictor: Predictor, image: np.ndarray) -> None:
             def align(chosen=chosen):
                 return roi_features(heads.box_roi_pool, maps, chosen, features.image_sizes)
 
+            def torchvision_align(chosen=chosen):  # its scalar CPU kernel, as torchvision's pooler runs it
+                return torchvision_pooler(features.maps, chosen, features.image_sizes)
+
             pooled = align()
             seconds_align = time_call(align)
+            seconds_torchvision = time_call(torchvision_align)
             seconds_head = time_call(
                 lambda pooled=pooled: heads.box_predictor(run_box_head(heads.box_head, pooled))
             )
             print(
-                f"  {len(chosen[0]):5d} proposals: RoIAlign {seconds_align:.4f} s, head {seconds_head:.4f} s"
+                f"  {len(chosen[0]):5d} proposals: RoIAlign {seconds_align:.4f} s (torchvision's pooler "
+                f"{seconds_torchvision:.4f} s), head {seconds_head:.4f} s"
             )
         rows = []
         for count in (10, 50, 100, 200):

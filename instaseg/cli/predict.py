@@ -74,7 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "for an .xml from `export --format openvino-int8`; or a .pt "
         "checkpoint converted by OpenVINO for the CPU: half a minute or more the first time, then read from "
         "~/.cache/instaseg/openvino; bf16 where the CPU has it, with the mask RoIAlign in float32 for parity; "
-        "1.1-1.35x torch's speed on a Zen 4 with bf16; needs pip install 'instaseg[openvino]')",
+        "on a Zen 4 with bf16 0.7-0.85x the speed of torch's default path; needs pip install "
+        "'instaseg[openvino]')",
     )
     add_precision_argument(parser)
     parser.add_argument(

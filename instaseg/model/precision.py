@@ -10,7 +10,9 @@ float32. On the CPU (torch 2.14, torchvision 0.29), for a Mask R-CNN:
   BatchNorm, sigmoid, top-k): the backbone, FPN, RPN head and the box and mask heads.
 - **float32 by autocast**: the losses (``cross_entropy``, ``binary_cross_entropy_with_logits``,
   ``smooth_l1_loss``, ``l1_loss``); torchvision casts ``roi_align`` and ``nms`` inputs to float32 (the RoI
-  features come back as bf16).
+  features come back as bf16). On the CPU instaseg's RoIAlign (:mod:`~instaseg.model.gather_roi_align`)
+  sums in float32 too: from float32 copies of the maps in training, from the bf16 maps themselves (with
+  bf16 bilinear weights) when predicting; the RoI features come back as bf16.
 - **float32 here**: :func:`autocast` casts the outputs of the three layers whose outputs become
   coordinates, scores or masks (``rpn.head``, ``roi_heads.box_predictor``, ``roi_heads.mask_predictor``)
   to float32 with forward hooks. Without that, torchvision's ``BoxCoder.decode`` casts the anchors and

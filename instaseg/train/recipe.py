@@ -38,10 +38,12 @@ CPU_UPSCALE = {
     ("pretrained", "bf16"): 2.0,
 }
 # From scratch, an upscaled size is worth its steps while a step costs at most this many times the step at
-# the stored size: on DSB nuclei (Zen 5 with native bf16, 2 cores, 15 minutes) 384 px took 1.18x the step
-# time of 256 px (674 steps against 795) and gave mask AP 46.8 against 44.3; in fp32, where 1.5x costs
+# the stored size. The probe only runs for small objects (below MIN_OBJECT_PIXELS at the stored size), where
+# resolution paid more than steps in every run measured on DSB nuclei (2 cores, 15 minutes): Zen 5, 384 px
+# at 1.18x the 256-px step (674 steps against 795), mask AP 46.8 against 44.3; Zen 4, 384 px at 1.47x
+# after RoIAlign became a gather (805 steps against 1042), 48.7 against 45.9. In fp32, where 1.5x costs
 # ~2.2x the time, it did not pay (the table's fp32 entry before the probe). Upscales the probe tries:
-STEP_COST_LIMIT = 1.35
+STEP_COST_LIMIT = 1.6
 PROBE_UPSCALES = (1.0, 1.5, 2.0)
 # Detections kept per image: at least torchvision's 100, and this many times the densest training image.
 DENSITY_MARGIN = 1.5
@@ -166,7 +168,7 @@ def choose_probed_size(times: dict[int, float], limit: float = STEP_COST_LIMIT) 
 
 def too_close_to_call(times: dict[int, float], limit: float = STEP_COST_LIMIT, margin: float = 0.08) -> bool:
     """Whether an upscaled size's step time, relative to the smallest size's, lies within ``margin``
-    (relative) of ``limit`` (1.24-1.46x for 1.35x): :func:`choose_probed_size` would then choose by the
+    (relative) of ``limit`` (1.47-1.73x for 1.6x): :func:`choose_probed_size` would then choose by the
     noise of a few steps, and the probe times more (:func:`~instaseg.train.probe.probe_step_times`)."""
     base = min(times)
     return any(abs(times[s] / (limit * times[base]) - 1) <= margin for s in times if s != base)
