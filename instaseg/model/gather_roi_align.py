@@ -1,5 +1,6 @@
-"""RoIAlign on the CPU as one weighted gather of channels-last feature rows: torchvision's numbers, ~20x
-faster.
+"""RoIAlign on the CPU as one weighted gather of channels-last feature rows: torchvision's numbers, ~10x
+faster (1000 proposals of a 384-px image on a 2-core Zen 4: 0.009 s against 0.097 s for torchvision's
+pooler, ``bench/profile_predict.py``).
 
 torchvision's CPU ``roi_align`` kernel loops over RoIs, channels, bins and samples in scalar code: for the
 1000 proposals of one image at 128 channels that is ~100 M scalar multiply-adds, and on a 2-core CPU it was

@@ -160,6 +160,10 @@ def test_use_gather_roi_align_swaps_poolers_and_traces_torchvision_op(checkpoint
     assert type(model.roi_heads.box_roi_pool) is GatherRoIAlign
     assert type(model.roi_heads.mask_roi_pool) is GatherRoIAlign
     assert model.state_dict().keys() == before.keys()  # no parameters: checkpoints unchanged
+    from instaseg.model.architectures import RoiGroupNorm
+
+    norms = [m for m in model.roi_heads.mask_head.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms and all(type(m) is RoiGroupNorm for m in norms)  # the light model from scratch
     pooler, maps = model.roi_heads.box_roi_pool, fpn_maps(channels=128, size=256)
     boxes = random_boxes(20, size=256)
     traced = torch.jit.trace(
@@ -177,6 +181,23 @@ def test_run_box_head_reads_channels_last_features_as_torchvision_head():
     torch.testing.assert_close(run_box_head(head, pooled), head(pooled), **TOLERANCE)
     contiguous = pooled.contiguous()
     assert torch.equal(run_box_head(head, contiguous), head(contiguous))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_roi_group_norm_equals_group_norm_on_channels_last_rois(dtype):
+    from instaseg.model.architectures import RoiGroupNorm
+
+    torch.manual_seed(0)
+    reference = torch.nn.GroupNorm(32, 64)
+    torch.nn.init.normal_(reference.weight)
+    ours = RoiGroupNorm(32, 64)
+    ours.load_state_dict(reference.state_dict())  # the same parameters: checkpoints load unchanged
+    rois = torch.randn(30, 64, 14, 14).to(dtype).contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(
+        ours.to(dtype)(rois).float(), reference.to(dtype)(rois).float(), atol=1e-2, rtol=1e-2
+    )
+    if dtype == torch.float32:
+        torch.testing.assert_close(ours(rois), reference(rois), **TOLERANCE)
 
 
 @pytest.fixture(scope="module")
