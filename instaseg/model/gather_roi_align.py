@@ -125,14 +125,6 @@ def gather_roi_align(
     # Every bin (R, S_h, S_w) reads (2s) x (2s) cells: each y neighbour with each x neighbour.
     index = (y_rows[:, :, None, :, None] + x_index[:, None, :, None, :]).reshape(count * bins_h * bins_w, -1)
     y_weight = y_weight * (1.0 / (sampling_ratio * sampling_ratio))  # torchvision averages the samples
-    # the products in float32, written straight in the rows' dtype (embedding_bag wants them alike)
-    weight = torch.empty(
-        (count, bins_h, bins_w, *index.shape[1:]), dtype=table.rows.dtype, device=rois.device
-    )
-    torch.mul(
-        y_weight[:, :, None, :, None],
-        x_weight[:, None, :, None, :],
-        out=weight.view(count, bins_h, bins_w, 2 * sampling_ratio, 2 * sampling_ratio),
-    )
-    pooled = F.embedding_bag(index, table.rows, per_sample_weights=weight.view(index.shape), mode="sum")
+    weight = (y_weight[:, :, None, :, None] * x_weight[:, None, :, None, :]).reshape(index.shape)
+    pooled = F.embedding_bag(index, table.rows, per_sample_weights=weight.to(table.rows.dtype), mode="sum")
     return pooled.view(count, bins_h, bins_w, channels)
