@@ -19,7 +19,7 @@ from ..masks import Masks
 from .config import ENGINES, ModelConfig
 from .device import resolve_device
 from .engine import RawDetections, TorchEngine, paste_masks, prepare_image, scale_boxes
-from .precision import resolve_precision
+from .precision import cast_layer_weights, resolve_precision
 from .tiling import TTA_MODES, parse_tile, predict_image
 
 # Proposals kept after the RPN's NMS at test time: torchvision's 1000. Fewer are faster (the ROI heads
@@ -147,6 +147,7 @@ class Predictor:
                 channels_last=channels_last and target.type == "cpu",
                 precision=resolve_precision(precision, target),
             )
+            cast_layer_weights(model, runner.precision)  # this model only predicts
         self._setup(engine, runner, class_map, config)
         self._configure(
             score_threshold,

@@ -85,3 +85,25 @@ def test_fp32_is_the_plain_float32_forward(checkpoint, nuclei):
 def test_onnx_engine_refuses_bf16(tmp_path):
     with pytest.raises(ValueError, match="ONNX Runtime runs float32 only"):
         Predictor(tmp_path / "model.onnx", engine="onnx", precision="bf16")
+
+
+def test_bf16_predictor_keeps_bf16_weights_with_the_same_numbers(checkpoint, nuclei):
+    """A Predictor's own model stores its convolution and linear weights in bf16 once (autocast would convert
+    them on every image); the detections are those of autocast over the float32 weights, bit for bit."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # emulated on CPUs without bf16 (slow)
+        predictor = Predictor(checkpoint, device="cpu", precision="bf16")
+        reference = Predictor(checkpoint, device="cpu", precision="fp32")
+    model = predictor.model
+    assert model.backbone.body.conv1.weight.dtype == torch.bfloat16
+    assert model.roi_heads.box_head.fc6.weight.dtype == torch.bfloat16
+    assert model.roi_heads.mask_predictor.mask_fcn_logits.weight.dtype == torch.bfloat16
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms and all(m.weight.dtype == torch.float32 for m in norms)
+    float_weights = TorchEngine(reference.model, channels_last=True, precision=predictor.precision)
+    assert next(reference.model.parameters()).dtype == torch.float32
+    prepared = [prepare_image(image, 256, "keep") for image in nuclei]
+    for a, b in zip(predictor.engine.detect(prepared), float_weights.detect(prepared), strict=True):
+        assert len(a.boxes) > 20
+        for name in ("boxes", "labels", "scores", "mask_probs"):
+            assert getattr(a, name).equal(getattr(b, name)), name
