@@ -1,7 +1,7 @@
 """CPU prediction speed and mask AP: the seed's way vs instaseg's default path vs the other engines and precisions.
 
     .venv/bin/python bench/predict_speed.py CHECKPOINT [--data DIR] [--first 40] [--count 20] [--threads 2]
-        [--bf16 auto|yes|no] [--clock wall|cpu] [--setting both|ap|user] [--user-threshold 0.5]
+        [--bf16 auto|yes|no] [--clock wall|cpu] [--setting both|ap|user] [--user-threshold 0.5] [--torch-only]
 
 Two settings. The user's setting (first): what ``instaseg predict`` gives by default, score >= 0.5 and the
 checkpoint's detections per image: the seed's way at the training size (eager fp32 ``model([image])`` with
@@ -30,7 +30,13 @@ images (by default the DSB nuclei sample's images 41..60, held out from a model 
        ``--score-threshold`` at the user's threshold. Needs ``nncf``; ``--no-int8`` leaves it out.
 
 The bf16 rows (d) run only on CPUs with native bf16 unless ``--bf16 yes`` (emulated bf16 is ~30x slower:
-minutes per image for R50-FPN). OpenVINO rows need the ``openvino`` package.
+minutes per image for R50-FPN). OpenVINO rows need the ``openvino`` package. ``--torch-only`` leaves out
+the ONNX Runtime and OpenVINO rows: with it, a CPU with native bf16 can stand in for one without, torch's
+kernels capped at AVX2 (OpenVINO's CPU plugin crashes under these variables)::
+
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 .venv/bin/python bench/predict_speed.py CKPT --torch-only
+
+(torch's oneDNN then reports no bf16, so ``precision="auto"`` is fp32, as on an AVX2-only CPU.)
 
 Prints seconds per image, the ratio of (a)'s and (a2)'s time to each (``vs a2`` is the speed-up at equal
 input size), mask AP / AP50 of each against the ground truth of the same images, the AP differences to (a2)
@@ -251,6 +257,8 @@ def build_paths(args, checkpoint: str, folder: str, profiles: dict) -> tuple[lis
                 instaseg_way(Predictor(checkpoint, device="cpu", precision="fp32"))[0],
             )
         )
+    if args.torch_only:
+        return paths, predictor, reference
     onnx_path = export_onnx(checkpoint, Path(folder) / "model.onnx")
     onnx_predictor = Predictor(onnx_path, engine="onnx", threads=args.threads)
     paths.append(("(c) ONNX Runtime (fp32)", instaseg_way(onnx_predictor)[0]))
@@ -277,6 +285,8 @@ def build_paths(args, checkpoint: str, folder: str, profiles: dict) -> tuple[lis
 def int8_predictor(args, checkpoint: str, folder: Path, score_threshold: float | None):
     """A Predictor on the INT8 export of ``checkpoint`` (calibrated on the dataset's images before
     ``--first``), or ``None`` without nncf or with ``--no-int8``."""
+    if args.torch_only:
+        return None
     if args.no_int8 or importlib.util.find_spec("nncf") is None:
         print("INT8 rows left out (--no-int8, or no nncf: pip install 'instaseg[openvino]')")
         return None
@@ -312,7 +322,7 @@ def user_setting(args, checkpoint: str, images, records, class_map, clock) -> No
     if predictor.precision.name != "fp32":
         fp32 = Predictor(checkpoint, device="cpu", precision="fp32", score_threshold=args.user_threshold)
         paths.append(("(u-b3) instaseg path, fp32", instaseg_way(fp32)[0]))
-    if importlib.util.find_spec("openvino") is not None:  # predict --engine openvino
+    if not args.torch_only and importlib.util.find_spec("openvino") is not None:  # --engine openvino
         openvino = Predictor(
             checkpoint, engine="openvino", threads=args.threads, score_threshold=args.user_threshold
         )
@@ -400,6 +410,9 @@ def main() -> None:
         "--user-threshold", type=float, default=0.5, help="predict's default --score-threshold (0.5)"
     )
     parser.add_argument("--no-int8", action="store_true", help="leave out the OpenVINO INT8 rows")
+    parser.add_argument(
+        "--torch-only", action="store_true", help="leave out the ONNX Runtime and OpenVINO rows"
+    )
     args = parser.parse_args()
     args.calibration = None  # the INT8 rows' calibration images, read once
     torch.set_num_threads(args.threads)
