@@ -227,7 +227,10 @@ class Predictor:
 
     @property
     def model(self) -> torch.nn.Module | None:
-        """The torch model (``None`` for the ONNX engine)."""
+        """The torch model (``None`` for an ONNX or OpenVINO IR file). In the torch engine of a checkpoint
+        under bf16 or fp16, its convolution and linear weights are stored in that dtype
+        (:func:`~instaseg.model.precision.cast_layer_weights`): run it under
+        ``precision.autocast(model, predictor.precision)``; do not train it."""
         return getattr(self.engine, "model", None)
 
     def predict(self, image) -> Instances:
