@@ -84,3 +84,19 @@ def torch_load_header(path: str) -> dict:
     import torch
 
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_a_second_quickstart_writes_beside_the_first(tmp_path):
+    """`make demo` twice: the second run takes out-2 (then out-3) instead of stopping on the first's model."""
+    from instaseg.cli.quickstart import free_out_folder
+
+    out = tmp_path / "quickstart"
+    assert free_out_folder(str(out)) == str(out)
+    (out / "model").mkdir(parents=True)
+    assert free_out_folder(str(out)) == str(out)  # an interrupted run before any checkpoint: reused
+    (out / "model" / "last.pt").write_bytes(b"")
+    assert free_out_folder(str(out)) == f"{out}-2"
+    assert free_out_folder(f"{out}/") == f"{out}-2"
+    (tmp_path / "quickstart-2" / "model").mkdir(parents=True)
+    (tmp_path / "quickstart-2" / "model" / "last.pt").write_bytes(b"")
+    assert free_out_folder(str(out)) == f"{out}-3"

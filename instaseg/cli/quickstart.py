@@ -55,6 +55,10 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.monotonic()
     source = sample_dataset_dir()
+    out = free_out_folder(args.out)
+    if out != args.out:
+        print(f"{args.out} holds an earlier quickstart (kept); this one writes to {out}")
+        args.out = out
     os.makedirs(args.out, exist_ok=True)
     paths = {
         "run": os.path.join(args.out, "model"),
@@ -106,6 +110,16 @@ def run(args: argparse.Namespace) -> int:
     ]
     _print_summary(report, paths, (time.monotonic() - started) / 60, serve)
     return _command(serve, []) if args.serve else 0
+
+
+def free_out_folder(out: str) -> str:
+    """``out``, or the first of ``out-2``, ``out-3``... that holds no trained model (``model/last.pt``), so
+    that running the quickstart again (a second ``make demo``) works beside the first run's outputs."""
+    base, number, folder = out.rstrip("/\\") or out, 1, out
+    while os.path.exists(os.path.join(folder, "model", "last.pt")):
+        number += 1
+        folder = f"{base}-{number}"
+    return folder
 
 
 def _train(args: argparse.Namespace, source: str, paths: dict[str, str]) -> int:
