@@ -257,17 +257,18 @@ def build_paths(args, checkpoint: str, folder: str, profiles: dict) -> tuple[lis
                 instaseg_way(Predictor(checkpoint, device="cpu", precision="fp32"))[0],
             )
         )
-    if args.torch_only:
-        return paths, predictor, reference
-    onnx_path = export_onnx(checkpoint, Path(folder) / "model.onnx")
-    onnx_predictor = Predictor(onnx_path, engine="onnx", threads=args.threads)
-    paths.append(("(c) ONNX Runtime (fp32)", instaseg_way(onnx_predictor)[0]))
+    if not args.torch_only:
+        onnx_path = export_onnx(checkpoint, Path(folder) / "model.onnx")
+        onnx_predictor = Predictor(onnx_path, engine="onnx", threads=args.threads)
+        paths.append(("(c) ONNX Runtime (fp32)", instaseg_way(onnx_predictor)[0]))
     native = resolve_precision("auto", "cpu").name == "bf16"
     if default != "bf16" and (args.bf16 == "yes" or (args.bf16 == "auto" and native)):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the emulated-bf16 warning: --bf16 yes asks for it knowingly
             bf16 = Predictor(checkpoint, device="cpu", precision="bf16")
         paths.append(("(d) torch bf16 autocast", instaseg_way(bf16)[0]))
+    if args.torch_only:
+        return paths, predictor, reference
     if importlib.util.find_spec("openvino") is None:
         print("no openvino package: the OpenVINO rows are left out (pip install 'instaseg[openvino]')")
         return paths, predictor, reference
