@@ -41,8 +41,10 @@ CPU_UPSCALE = {
 # the stored size. The probe only runs for small objects (below MIN_OBJECT_PIXELS at the stored size), where
 # resolution paid more than steps in every run measured on DSB nuclei (2 cores, 15 minutes): Zen 5, 384 px
 # at 1.18x the 256-px step (674 steps against 795), mask AP 46.8 against 44.3; Zen 4, 384 px at 1.47x
-# after RoIAlign became a gather (805 steps against 1042), 48.7 against 45.9. In fp32, where 1.5x costs
-# ~2.2x the time, it did not pay (the table's fp32 entry before the probe). Upscales the probe tries:
+# after RoIAlign became a gather (805 steps against 1042), 48.7 against 45.9; the same Zen 4 in fp32 with
+# torch capped at AVX2 (a stand-in for a CPU without bf16), 384 px at 1.44x (489 steps against 702), 47.5
+# against 43.7. Where a 1.5x step costs ~2.2x the time, as fp32 did on earlier machines and code (the
+# table's fp32 entry before the probe), 1x stays. Upscales the probe tries:
 STEP_COST_LIMIT = 1.6
 PROBE_UPSCALES = (1.0, 1.5, 2.0)
 # Detections kept per image: at least torchvision's 100, and this many times the densest training image.
