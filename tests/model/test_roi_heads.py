@@ -11,6 +11,7 @@ from torchvision.models.detection.faster_rcnn import TwoMLPHead
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 
 from instaseg.images import load_image
+from instaseg.model.architectures import RoiGroupNorm
 from instaseg.model.checkpoint import load_checkpoint
 from instaseg.model.engine import TorchEngine, prepare_image
 from instaseg.model.gather_roi_align import feature_rows, gather_roi_align
@@ -160,8 +161,6 @@ def test_use_gather_roi_align_swaps_poolers_and_traces_torchvision_op(checkpoint
     assert type(model.roi_heads.box_roi_pool) is GatherRoIAlign
     assert type(model.roi_heads.mask_roi_pool) is GatherRoIAlign
     assert model.state_dict().keys() == before.keys()  # no parameters: checkpoints unchanged
-    from instaseg.model.architectures import RoiGroupNorm
-
     norms = [m for m in model.roi_heads.mask_head.modules() if isinstance(m, torch.nn.GroupNorm)]
     assert norms and all(type(m) is RoiGroupNorm for m in norms)  # the light model from scratch
     pooler, maps = model.roi_heads.box_roi_pool, fpn_maps(channels=128, size=256)
@@ -185,8 +184,6 @@ def test_run_box_head_reads_channels_last_features_as_torchvision_head():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_roi_group_norm_equals_group_norm_on_channels_last_rois(dtype):
-    from instaseg.model.architectures import RoiGroupNorm
-
     torch.manual_seed(0)
     reference = torch.nn.GroupNorm(32, 64)
     torch.nn.init.normal_(reference.weight)
