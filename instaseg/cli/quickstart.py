@@ -113,10 +113,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def free_out_folder(out: str) -> str:
-    """``out``, or the first of ``out-2``, ``out-3``... that holds no trained model (``model/last.pt``), so
+    """``out``, or the first of ``out-2``, ``out-3``... whose ``model/`` holds no run (``train``'s rule), so
     that running the quickstart again (a second ``make demo``) works beside the first run's outputs."""
+    from .train_setup import holds_run
+
     base, number, folder = out.rstrip("/\\") or out, 1, out
-    while os.path.exists(os.path.join(folder, "model", "last.pt")):
+    while holds_run(os.path.join(folder, "model")):
         number += 1
         folder = f"{base}-{number}"
     return folder

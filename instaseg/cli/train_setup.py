@@ -18,6 +18,11 @@ class Refused(Exception):
     """A training run that cannot start; printed as ``instaseg train: error: ...``, exit status 2."""
 
 
+def holds_run(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds a training run (its ``last.pt``): a new run refuses it, ``--resume`` continues it."""
+    return (Path(run_dir) / "last.pt").exists()
+
+
 def new_run_dir(args: argparse.Namespace) -> Path:
     """``--out`` of a new run, checked before any work (a file in the way, a finished run there)."""
     from ..storage import OutputError, check_output_folder
@@ -29,7 +34,7 @@ def new_run_dir(args: argparse.Namespace) -> Path:
         check_output_folder(str(run_dir), "--out")
     except OutputError as e:
         raise Refused(str(e)) from None
-    if (run_dir / "last.pt").exists():
+    if holds_run(run_dir):
         raise Refused(
             f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out"
         )
