@@ -26,8 +26,10 @@ images (by default the DSB nuclei sample's images 41..60, held out from a model 
   (e2) OpenVINO with ``precision="fp32"``, when (e) is not f32 already;
   (f)  OpenVINO INT8: ``instaseg export --format openvino-int8`` of the checkpoint (NNCF post-training
        quantization calibrated on the dataset's images before ``--first``, never on the measured ones),
-       unquantized ops in bf16 where OpenVINO runs bf16; in the user's setting exported with
-       ``--score-threshold`` at the user's threshold. Needs ``nncf``; ``--no-int8`` leaves it out.
+       as ``predict`` runs it by default: the unquantized ops in float32 (what a CPU with VNNI and without
+       bf16 runs too); in the user's setting exported with ``--score-threshold`` at the user's threshold.
+       Needs ``nncf``; ``--no-int8`` leaves it out;
+  (f2) the same export with its unquantized ops in bf16 (``--precision bf16``), where OpenVINO runs bf16.
 
 The bf16 rows (d) run only on CPUs with native bf16 unless ``--bf16 yes`` (emulated bf16 is ~30x slower:
 minutes per image for R50-FPN). OpenVINO rows need the ``openvino`` package. ``--torch-only`` leaves out
@@ -280,7 +282,21 @@ def build_paths(args, checkpoint: str, folder: str, profiles: dict) -> tuple[lis
     int8 = int8_predictor(args, checkpoint, Path(folder) / "ap", None)
     if int8 is not None:
         paths.append((f"(f) OpenVINO INT8 ({int8.precision.name} rest)", instaseg_way(int8)[0]))
+        bf16_rest = int8_bf16_rest(args, int8, None)
+        if bf16_rest is not None:
+            paths.append(("(f2) OpenVINO INT8, bf16 rest", instaseg_way(bf16_rest)[0]))
     return paths, predictor, reference
+
+
+def int8_bf16_rest(args, int8: Predictor, score_threshold: float | None) -> Predictor | None:
+    """The same INT8 export with its unquantized ops in bf16 (``--precision bf16``), where OpenVINO runs
+    bf16 on this CPU and the default (``auto``: float32 rest) is not bf16 already; else ``None``."""
+    if int8.precision.name == "bf16":
+        return None
+    rest = Predictor(
+        int8.engine.path, threads=args.threads, score_threshold=score_threshold, precision="bf16"
+    )
+    return rest if rest.precision.name == "bf16" else None
 
 
 def int8_predictor(args, checkpoint: str, folder: Path, score_threshold: float | None):
@@ -332,6 +348,9 @@ def user_setting(args, checkpoint: str, images, records, class_map, clock) -> No
         int8 = int8_predictor(args, checkpoint, Path(folder), args.user_threshold)
         if int8 is not None:
             paths.append((f"(u-f) OpenVINO INT8 ({int8.precision.name} rest)", instaseg_way(int8)[0]))
+            bf16_rest = int8_bf16_rest(args, int8, args.user_threshold)
+            if bf16_rest is not None:
+                paths.append(("(u-f2) OpenVINO INT8, bf16 rest", instaseg_way(bf16_rest)[0]))
         rows = run_all(paths, images, records, class_map, clock, reference=0)
     seed = rows[0]
     print(

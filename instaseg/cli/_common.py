@@ -102,7 +102,8 @@ def add_precision_argument(parser, resumable: bool = False) -> None:
         "fp16 mixed precision on CUDA, fp32 otherwise; here "
         f"{describe_auto_precision()}. fp32: full precision everywhere. bf16/fp16: forced (on a CPU "
         "without them they are emulated, far slower). Weights and checkpoints stay float32; boxes, masks "
-        "and losses are computed in float32; the log says what runs and why"
+        "and losses are computed in float32; an OpenVINO INT8 export (.xml) runs INT8 and, under auto, the rest "
+        "in float32; the log says what runs and why"
         + ("; default auto (on --resume: the run's own)" if resumable else ""),
     )
 

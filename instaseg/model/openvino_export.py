@@ -8,8 +8,9 @@ ranges from calibration images), written as OpenVINO IR (``.xml`` and ``.bin``) 
 Input and outputs as :mod:`instaseg.model.onnx_export`'s graph: float32 ``(1, 3, h, w)`` resized and
 normalised, any ``h``, ``w``; ``boxes (N, 4)``, ``labels (N,)``, ``scores (N,)``, ``mask_probs (N, 1, M, M)``.
 The score threshold, detections per image and proposals are fixed in the graph. :data:`KEPT_FLOAT` names the
-parts left unquantized; on a CPU with native bf16 they run bf16 (the mask RoIAlign float32, as
-:class:`~.openvino_engine.OpenVinoEngine` does), else float32. Needs ``pip install 'instaseg[openvino]'``.
+parts left unquantized; they run float32 by default, bf16 with ``--precision bf16`` where OpenVINO can (the
+mask RoIAlign float32 then, as :class:`~.openvino_engine.OpenVinoEngine` does; see
+:func:`~.openvino_ir_engine.rest_precision`). Needs ``pip install 'instaseg[openvino]'``.
 """
 
 from __future__ import annotations

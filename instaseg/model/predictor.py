@@ -120,11 +120,11 @@ class Predictor:
             class_map, config = runner.class_map, runner.model_config
         elif engine == "openvino" and model_path.lower().endswith(".xml"):
             from .openvino_engine import default_cache_dir
-            from .openvino_ir_engine import OpenVinoIrEngine
+            from .openvino_ir_engine import OpenVinoIrEngine, rest_precision
 
             runner = OpenVinoIrEngine(
                 model_path,
-                resolve_precision(precision, "cpu"),
+                rest_precision(precision),
                 threads=threads,
                 cache_dir=default_cache_dir(),
             )

@@ -60,7 +60,18 @@ def test_int8_export_is_quantized_and_carries_classes_and_settings(int8_export):
     assert predictor.engine_name == "openvino" and predictor.class_names == tuple(CLASS_NAMES)
     assert predictor.image_size == IMAGE_SIZE and predictor.engine.proposals == 1000
     assert predictor.score_threshold == pytest.approx(0.3)  # the export's threshold is the default
-    assert predictor.precision.reason.startswith("INT8 with the other ops in OpenVINO")
+    assert predictor.precision.reason.startswith("INT8 with the other ops in OpenVINO f32")
+    assert predictor.precision.name == "fp32"  # auto: the unquantized ops in float32 on every CPU
+
+
+@pytest.mark.slow
+def test_int8_rest_runs_bf16_when_asked_where_openvino_can(int8_export):
+    if "BF16" not in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        pytest.skip("OpenVINO reports no bf16 on this CPU")
+    xml, _ = int8_export
+    predictor = Predictor(xml, precision="bf16")
+    assert predictor.precision.name == "bf16"
+    assert predictor.precision.reason.startswith("INT8 with the other ops in OpenVINO bf16")
 
 
 @pytest.mark.slow
