@@ -102,11 +102,13 @@ def epoch_position(row: dict, epochs: int, minutes: float = 0.0) -> str:
 
 def epoch_summary(row: dict, epochs: int, best: bool, minutes: float = 0.0) -> str:
     """The line a person reads after each epoch: where the run is (:func:`epoch_position`), losses
-    (validation per component), mAP, lr, seconds."""
+    (validation per component), mAP, lr, seconds, and ``-> best.pt`` when ``best``: the epoch was written
+    to ``best.pt`` under ``--select`` (under ``auto`` every epoch before its mAP window is, so the mark
+    does not say that the validation loss fell)."""
     parts = " ".join(f"{n.removeprefix('loss_')[:5]} {row['val_' + n]:.3f}" for n in LOSS_NAMES)
     test = f"  test {row['test_loss']:.4f}" if "test_loss" in row else ""
     metric = f"  mAP {row['val_map']:.4f}" if "val_map" in row else ""
     return (
         f"{epoch_position(row, epochs, minutes)}  train {row['train_loss']:.4f}  val {row['val_loss']:.4f} "
-        f"({parts}){test}{metric}  lr {row['lr']:.2e}  {row['seconds']:.0f}s" + ("  * best" if best else "")
+        f"({parts}){test}{metric}  lr {row['lr']:.2e}  {row['seconds']:.0f}s" + ("  -> best.pt" if best else "")
     )

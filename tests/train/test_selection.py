@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from instaseg.train.ema import WeightAverage
-from instaseg.train.logs import epoch_position
+from instaseg.train.logs import epoch_position, epoch_summary
 from instaseg.train.selection import (
     KEEP,
     best_map,
@@ -94,6 +94,17 @@ def test_under_a_budget_the_window_follows_the_time_and_the_line_the_minutes():
     row = {"epoch": 6, "minutes_used": 4.14}
     assert epoch_position(row, 1000, 8.0) == "epoch 6 · 4.1 of 8 min"
     assert epoch_position(row, 20) == "epoch 6/20"
+
+
+def test_the_epoch_line_marks_the_epochs_written_to_best_pt_as_such():
+    """Under auto every epoch before the mAP window is written to best.pt, however its loss moved: the mark
+    says that the file was written, not that the loss fell."""
+    from instaseg.model.architectures import LOSS_NAMES
+
+    row = {"epoch": 4, "train_loss": 1.2, "val_loss": 1.5, "lr": 1e-3, "seconds": 14.0}
+    row.update({f"val_{name}": 0.3 for name in LOSS_NAMES})
+    assert epoch_summary(row, 20, True).endswith("14s  -> best.pt")
+    assert epoch_summary(row, 20, False).endswith("14s") and "best" not in epoch_summary(row, 20, False)
 
 
 def test_weight_average_warms_up_averages_parameters_and_copies_buffers():
