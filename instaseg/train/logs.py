@@ -110,5 +110,6 @@ def epoch_summary(row: dict, epochs: int, best: bool, minutes: float = 0.0) -> s
     metric = f"  mAP {row['val_map']:.4f}" if "val_map" in row else ""
     return (
         f"{epoch_position(row, epochs, minutes)}  train {row['train_loss']:.4f}  val {row['val_loss']:.4f} "
-        f"({parts}){test}{metric}  lr {row['lr']:.2e}  {row['seconds']:.0f}s" + ("  -> best.pt" if best else "")
+        f"({parts}){test}{metric}  lr {row['lr']:.2e}  {row['seconds']:.0f}s"
+        + ("  -> best.pt" if best else "")
     )
