@@ -10,6 +10,9 @@ CPUINFO = Path("/proc/cpuinfo")
 # AVX512-BF16 (Cooper Lake, Sapphire Rapids, AMD Zen 4 and later); AMX-FP16 / AVX512-FP16 for fp16.
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 NATIVE_FP16_FLAGS = ("amx_fp16", "avx512_fp16")
+# Flags of CPUs with INT8 dot-product instructions, which OpenVINO's INT8 kernels use: AMX-INT8, AVX512-VNNI
+# (Cascade Lake, Ice Lake, Zen 4 and later), AVX-VNNI (Alder Lake and later).
+INT8_DOT_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")
 
 
 def read_cpu_flags(path: str | Path = CPUINFO) -> frozenset[str] | None:
@@ -29,6 +32,15 @@ def read_cpu_flags(path: str | Path = CPUINFO) -> frozenset[str] | None:
 def native_bf16_flags(flags: frozenset[str] | None) -> list[str]:
     """Which of :data:`NATIVE_BF16_FLAGS` ``flags`` has (empty for ``None``)."""
     return [f for f in NATIVE_BF16_FLAGS if flags and f in flags]
+
+
+def int8_without_bf16(flags: frozenset[str] | None) -> list[str]:
+    """Which of :data:`INT8_DOT_FLAGS` ``flags`` has when it has none of :data:`NATIVE_BF16_FLAGS`: a CPU where
+    torch's default path runs fp32 but an INT8 export can use the CPU's INT8 instructions (empty otherwise,
+    and for ``None``)."""
+    if not flags or native_bf16_flags(flags):
+        return []
+    return [f for f in INT8_DOT_FLAGS if f in flags]
 
 
 def describe_auto_precision() -> str:
