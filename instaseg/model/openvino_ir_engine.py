@@ -37,7 +37,7 @@ def rest_precision(requested: str) -> Precision:
     """
     if requested == "auto":
         return Precision(
-            "fp32", "cpu", "float32 (auto: the INT8 ops are the fast part; bf16 here only rounds)"
+            "fp32", "cpu", "auto: the quantized ops are the fast part, bf16 would only round the rest"
         )
     return resolve_precision(requested, "cpu")
 
