@@ -18,6 +18,7 @@ from instaseg.model.config import ModelConfig
 from instaseg.train.config import TrainConfig
 from instaseg.train.probe import PROBE_STEPS, probe_step_times
 from instaseg.train.recipe import (
+    LIGHT_MASK_HEAD,
     STEP_COST_LIMIT,
     choose_anchors,
     choose_probed_size,
@@ -41,6 +42,7 @@ def main() -> None:
         image_size=sizes[0],
         pretrained_backbone=False,
         anchor_sizes=choose_anchors(stats, sizes[0])[0],
+        mask_head_channels=LIGHT_MASK_HEAD,  # as train's probe builds it
     )
     config = TrainConfig(weights="none", batch_size=2, precision="auto", device="cpu", workers=0)
     for run in range(args.runs):

@@ -4,9 +4,10 @@
         maskrcnn_resnet18_fpn:512] [--batch-size 2] [--steps 6] [--rounds 3] [--threads 2] [--variants ...]
 
 For each model and image size, the same architecture (instaseg's ``build_model``, as ``instaseg train`` builds
-it: FrozenBatchNorm ResNet-50 as for COCO weights, the light ResNet-18 from scratch), the same seeded initial
-weights and the same batches of real DSB nuclei images (augmented and resized once, kept in memory, so the
-data pipeline is left out: ``bench/train_overhead.py`` measures it) are trained by:
+it: FrozenBatchNorm ResNet-50 as for COCO weights, the light ResNet-18 from scratch with the mask head of new
+trainings, ``recipe.LIGHT_MASK_HEAD``), the same seeded initial weights and the same batches of real DSB
+nuclei images (augmented and resized once, kept in memory, so the data pipeline is left out:
+``bench/train_overhead.py`` measures it) are trained by:
 
   (a) ``reference``: torchvision's ``references/detection`` loop in fp32: ``model(images, targets)``, the sum
       of the losses, ``backward()``, SGD (lr 0.005, momentum 0.9, weight decay 1e-4); no instaseg code;
@@ -54,6 +55,7 @@ from instaseg.train.engine import (
     training_precision,
     use_channels_last,
 )
+from instaseg.train.recipe import LIGHT_MASK_HEAD
 
 DSB = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "dsb2018_nuclei_sample"
 DEFAULT_MODELS = "maskrcnn_resnet50_fpn:512,maskrcnn_resnet18_fpn:256,maskrcnn_resnet18_fpn:512"
@@ -143,11 +145,13 @@ def measure(arch: str, size: int, records, num_classes: int, args, device: torch
     """Train every variant on the same batches, alternating rounds; print images/second and ratios."""
     data = DetectionDataset(records, build_train_transform(size, "keep"), seed=0)
     batches = batches_of(data, args.batch_size, args.steps)
+    light = arch == "maskrcnn_resnet18_fpn"
     config = ModelConfig(
         arch=arch,
         num_classes=num_classes,
         image_size=size,
-        pretrained_backbone=arch != "maskrcnn_resnet18_fpn",  # instaseg train's default weights
+        pretrained_backbone=not light,  # instaseg train's default weights
+        mask_head_channels=LIGHT_MASK_HEAD if light else None,  # and the light model's mask head
     )
     torch.manual_seed(0)
     template = build_model(config).to(device)

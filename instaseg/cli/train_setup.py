@@ -102,9 +102,13 @@ def new_configs(
     from ..model.device import resolve_device
     from ..model.precision import resolve_precision
     from ..train.config import TrainConfig, default_workers
-    from ..train.recipe import choose_anchors, choose_recipe, measure_objects
+    from ..train.recipe import LIGHT_MASK_HEAD, choose_anchors, choose_recipe, measure_objects
 
     arch, weights, pretrained, why_arch, saved = architecture(args)
+    if saved is not None:
+        mask_head = saved.mask_head_channels  # None: the architecture's own, as the checkpoint was trained
+    else:
+        mask_head = LIGHT_MASK_HEAD if arch == LIGHT_ARCH else None
     stats = measure_objects(records)
     device = resolve_device(args.device)
     planned = (
@@ -112,15 +116,23 @@ def new_configs(
     )
     recipe = choose_recipe(stats, coco_available=pretrained, device_type=device.type, precision=planned)
     reasons = [f"architecture {why_arch}"]
+    if saved is None and mask_head is not None:
+        widths = ", ".join(map(str, mask_head))
+        reasons.append(f"mask head: convolutions of {widths} channels (the light model's)")
     if saved is not None:  # continuing an instaseg model: its sizes, anchors and detections, unless flagged
         args = _with_checkpoint_defaults(args, saved)
-        reasons.append(f"image size, crop, anchors and detections per image of {weights} (flags override)")
+        reasons.append(
+            f"image size, crop, anchors, detections per image and mask head of {weights} (flags override "
+            "all but the mask head)"
+        )
     crop = crop_size(args.crop)
     image_size = crop or args.image_size or recipe.image_size
     if not (crop or args.image_size):
         probed = None
         if probe and saved is None and not pretrained and device.type == "cpu" and args.crop == "auto":
-            probed = _probe_image_size(args, records, stats, arch, num_classes, device, planned, clock)
+            probed = _probe_image_size(
+                args, records, stats, (arch, mask_head), num_classes, device, planned, clock
+            )
         if probed is not None:
             image_size, why_size = probed
             reasons.append(why_size)
@@ -185,12 +197,14 @@ def new_configs(
         nms_threshold=args.nms_threshold,
         detections_per_image=args.detections_per_image or recipe.detections_per_image,
         anchor_sizes=anchors,
+        mask_head_channels=mask_head,
     )
     return config, model_config
 
 
-def _probe_image_size(args, records, stats, arch, num_classes, device, precision, clock):
-    """``(size, reason)`` from :func:`~instaseg.train.probe.probe_step_times` at the sizes of
+def _probe_image_size(args, records, stats, model, num_classes, device, precision, clock):
+    """``(size, reason)`` from :func:`~instaseg.train.probe.probe_step_times` (``model``: the run's
+    architecture and mask-head widths) at the sizes of
     :func:`~instaseg.train.recipe.probe_sizes` and :func:`~instaseg.train.recipe.choose_probed_size`, or
     ``None`` when there is only one size to try."""
     from ..model.config import ModelConfig
@@ -201,6 +215,7 @@ def _probe_image_size(args, records, stats, arch, num_classes, device, precision
     sizes = probe_sizes(stats)
     if len(sizes) < 2:
         return None
+    arch, mask_head = model
     model_config = ModelConfig(
         arch=arch,
         num_classes=num_classes,
@@ -208,6 +223,7 @@ def _probe_image_size(args, records, stats, arch, num_classes, device, precision
         resize=args.resize,
         pretrained_backbone=False,
         anchor_sizes=choose_anchors(stats, sizes[0])[0],
+        mask_head_channels=mask_head,
     )
     config = TrainConfig(
         weights="none", batch_size=args.batch_size, precision=precision, device=args.device, workers=0

@@ -97,8 +97,9 @@ def _roi_group_norm(channels: int) -> nn.GroupNorm:
 
 
 def _resnet18_fpn(config: ModelConfig) -> MaskRCNN:
-    """A light model that trains from scratch on a CPU: ResNet-18, a 128-channel FPN, slim heads, and
-    anchors half torchvision's size (16..256 pixels) for small objects at small image sizes.
+    """A light model that trains from scratch on a CPU: ResNet-18, a 128-channel FPN, slim heads (the mask
+    head's widths ``config.mask_head_channels``, else two of 128), and anchors half torchvision's size
+    (16..256 pixels) for small objects at small image sizes.
 
     From scratch it uses GroupNorm (32 groups) instead of BatchNorm: detection batches are a few images,
     too few for batch statistics, and GroupNorm behaves the same in training and validation (Wu & He 2018).
@@ -112,6 +113,7 @@ def _resnet18_fpn(config: ModelConfig) -> MaskRCNN:
         if not any(name.startswith(layer) for layer in trainable):
             parameter.requires_grad_(False)
     channels = 128
+    widths = list(config.mask_head_channels or (channels, channels))
     backbone = BackboneWithFPN(
         body,
         {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"},
@@ -128,9 +130,9 @@ def _resnet18_fpn(config: ModelConfig) -> MaskRCNN:
         box_head=TwoMLPHead(channels * 7 * 7, 256),
         box_predictor=FastRCNNPredictor(256, config.num_classes + 1),
         mask_head=MaskRCNNHeads(
-            channels, [channels] * 2, 1, norm_layer=None if config.pretrained_backbone else _roi_group_norm
+            channels, widths, 1, norm_layer=None if config.pretrained_backbone else _roi_group_norm
         ),
-        mask_predictor=MaskRCNNPredictor(channels, channels, config.num_classes + 1),
+        mask_predictor=MaskRCNNPredictor(widths[-1], widths[-1], config.num_classes + 1),
         box_batch_size_per_image=256,
     )
 

@@ -77,6 +77,10 @@ class ModelConfig:
             native resolution (``train --crop``; ``image_size`` is then the crop size), so it knows objects at
             their pixel size and large images are best predicted in tiles (``predict --tile auto``);
             ``None``: trained on whole images resized to ``image_size``.
+        mask_head_channels: the widths of the light model's mask-head convolutions (the last one also
+            its mask predictor's upsampling), e.g. ``(64, 64)``; ``None``: the architecture's own (two of 128
+            for ``maskrcnn_resnet18_fpn``, as in every checkpoint written before the field existed). The
+            ResNet-50 models keep torchvision's head (``None`` only).
     """
 
     arch: str = "maskrcnn_resnet50_fpn"
@@ -91,6 +95,7 @@ class ModelConfig:
     mask_threshold: float = 0.5
     anchor_sizes: tuple[int, ...] | None = None
     crop_size: int | None = None
+    mask_head_channels: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         check_choice("architecture", self.arch, ARCH_NAMES)
@@ -117,6 +122,20 @@ class ModelConfig:
             object.__setattr__(self, "anchor_sizes", tuple(self.anchor_sizes))
         if self.crop_size is not None:
             check_number("crop_size (pixels)", self.crop_size, 32, MAX_IMAGE_SIZE, integer=True)
+        if self.mask_head_channels is not None:
+            self._check_mask_head()
+
+    def _check_mask_head(self) -> None:
+        widths = self.mask_head_channels
+        if self.arch != "maskrcnn_resnet18_fpn":
+            raise ValueError(f"mask_head_channels applies to maskrcnn_resnet18_fpn only, not {self.arch}")
+        if not isinstance(widths, list | tuple) or not 1 <= len(widths) <= 8:
+            raise ValueError(f"mask_head_channels must be 1 to 8 widths, got {widths!r:.60}")
+        for width in widths:
+            check_number("mask head width (channels)", width, 32, 1024, integer=True)
+            if width % 32:  # GroupNorm's 32 groups
+                raise ValueError(f"mask head widths must be multiples of 32, got {width}")
+        object.__setattr__(self, "mask_head_channels", tuple(widths))
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -198,7 +198,7 @@ def test_continuing_an_instaseg_checkpoint_keeps_its_sizes_unless_flagged(tmp_pa
     from instaseg.cli.train_setup import new_configs
     from instaseg.formats.load import load_dataset
     from instaseg.model.precision import resolve_precision
-    from instaseg.train.recipe import choose_recipe, measure_objects, probe_sizes
+    from instaseg.train.recipe import LIGHT_MASK_HEAD, choose_recipe, measure_objects, probe_sizes
     from tests.checkpoints import save_light_checkpoint
 
     checkpoint = save_light_checkpoint(
@@ -220,6 +220,7 @@ def test_continuing_an_instaseg_checkpoint_keeps_its_sizes_unless_flagged(tmp_pa
         (16, 32, 64, 128, 256),
     )
     assert model.detections_per_image == 120 and model.crop_size is None
+    assert model.mask_head_channels is None  # the old checkpoint's own head, not the new default
     assert any("of " + str(checkpoint) in line for line in said)
     flagged = parser.parse_args(["d", "--out", "r", "--weights", str(checkpoint), "--image-size", "256"])
     assert new_configs(flagged, records, 1, said.append)[1].image_size == 256
@@ -235,3 +236,35 @@ def test_continuing_an_instaseg_checkpoint_keeps_its_sizes_unless_flagged(tmp_pa
     assert any("from a step-time probe on this machine" in line for line in said), said
     assert recipe.image_size > max(r.width for r in records) / 2
     assert chosen.anchor_sizes[0] == 8 and chosen.detections_per_image == recipe.detections_per_image
+    assert chosen.mask_head_channels == LIGHT_MASK_HEAD  # a new light model gets the light mask head
+    assert any(line.startswith("recipe: mask head: convolutions of 64, 64 channels") for line in said), said
+
+
+def test_the_light_mask_head_has_its_widths_and_old_checkpoints_keep_theirs(tmp_path):
+    """ModelConfig.mask_head_channels builds the light model's mask head at those widths; a checkpoint
+    written before the field existed (no key) rebuilds the 2 x 128 head and loads, and the widths survive
+    a checkpoint's round trip."""
+    from instaseg.model.checkpoint import load_checkpoint
+    from tests.checkpoints import save_light_checkpoint
+
+    def widths(model):
+        convs = [m for m in model.roi_heads.mask_head.modules() if isinstance(m, torch.nn.Conv2d)]
+        return [c.out_channels for c in convs], model.roi_heads.mask_predictor.conv5_mask.out_channels
+
+    light = ModelConfig(arch="maskrcnn_resnet18_fpn", num_classes=2, pretrained_backbone=False)
+    assert widths(build_model(light)) == ([128, 128], 128)
+    slim = ModelConfig.from_dict({**light.to_dict(), "mask_head_channels": [64, 64]})
+    assert slim.mask_head_channels == (64, 64) and widths(build_model(slim)) == ([64, 64], 64)
+    old = light.to_dict()
+    del old["mask_head_channels"]
+    assert ModelConfig.from_dict(old).mask_head_channels is None
+    path = save_light_checkpoint(tmp_path / "slim.pt", ["a", "b"], mask_head_channels=(64,))
+    model, _, config = load_checkpoint(path, device="cpu")
+    assert config.mask_head_channels == (64,) and widths(model) == ([64], 64)
+    for bad, message in (
+        ({"mask_head_channels": [48]}, "multiples of 32"),
+        ({"mask_head_channels": []}, "1 to 8 widths"),
+        ({"mask_head_channels": [64], "arch": "maskrcnn_resnet50_fpn"}, "maskrcnn_resnet18_fpn only"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            ModelConfig.from_dict({**light.to_dict(), **bad})
