@@ -116,22 +116,22 @@ def new_configs(
     )
     recipe = choose_recipe(stats, coco_available=pretrained, device_type=device.type, precision=planned)
     reasons = [f"architecture {why_arch}"]
-    if saved is None and mask_head is not None:
-        widths = ", ".join(map(str, mask_head))
-        reasons.append(f"mask head: convolutions of {widths} channels (the light model's)")
     if saved is not None:  # continuing an instaseg model: its sizes, anchors and detections, unless flagged
         args = _with_checkpoint_defaults(args, saved)
         reasons.append(
             f"image size, crop, anchors, detections per image and mask head of {weights} (flags override "
             "all but the mask head)"
         )
+    elif mask_head is not None:
+        widths = ", ".join(map(str, mask_head))
+        reasons.append(f"mask head: convolutions of {widths} channels (the light model's)")
     crop = crop_size(args.crop)
     image_size = crop or args.image_size or recipe.image_size
     if not (crop or args.image_size):
         probed = None
         if probe and saved is None and not pretrained and device.type == "cpu" and args.crop == "auto":
             probed = _probe_image_size(
-                args, records, stats, (arch, mask_head), num_classes, device, planned, clock
+                args, records, stats, arch, mask_head, num_classes, device, planned, clock
             )
         if probed is not None:
             image_size, why_size = probed
@@ -202,9 +202,9 @@ def new_configs(
     return config, model_config
 
 
-def _probe_image_size(args, records, stats, model, num_classes, device, precision, clock):
-    """``(size, reason)`` from :func:`~instaseg.train.probe.probe_step_times` (``model``: the run's
-    architecture and mask-head widths) at the sizes of
+def _probe_image_size(args, records, stats, arch, mask_head, num_classes, device, precision, clock):
+    """``(size, reason)`` from :func:`~instaseg.train.probe.probe_step_times` (the run's architecture and
+    mask-head widths) at the sizes of
     :func:`~instaseg.train.recipe.probe_sizes` and :func:`~instaseg.train.recipe.choose_probed_size`, or
     ``None`` when there is only one size to try."""
     from ..model.config import ModelConfig
@@ -215,7 +215,6 @@ def _probe_image_size(args, records, stats, model, num_classes, device, precisio
     sizes = probe_sizes(stats)
     if len(sizes) < 2:
         return None
-    arch, mask_head = model
     model_config = ModelConfig(
         arch=arch,
         num_classes=num_classes,
