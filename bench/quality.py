@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/quality.py --minutes 15                       # DSB nuclei, bench split
     .venv/bin/python bench/quality.py --minutes 15 --runs 2              # twice (seeds 0, 1), with the spread
+    .venv/bin/python bench/quality.py --minutes 15 --first-seed 1        # once, with seed 1
     .venv/bin/python bench/quality.py --minutes 15 --baseline            # also torchvision's default recipe
     .venv/bin/python bench/quality.py --minutes 15 --domain pennfudan    # another domain: large, few objects
     .venv/bin/python bench/quality.py --minutes 15 -- --image-size 384   # extra `instaseg train` flags
@@ -12,7 +13,7 @@ the whole CPU, and scores on the split file's test images with ``instaseg evalua
 training or selection) three checkpoints of each run: ``best.pt`` (the ``--select`` rule, ``auto`` unless
 given), ``best-by-loss.pt`` (the lowest validation loss of the same run: the rule before ``auto``) and
 ``last.pt`` (the model at the end of the schedule). For each it prints mask AP, AP50, box AP, the steps
-and epochs the budget bought and the minutes it took; with ``--runs N`` (seeds 0..N-1) a closing table of
+and epochs the budget bought and the minutes it took; with ``--runs N`` (seeds 0..N-1, or from ``--first-seed``) a closing table of
 the mask AP of each checkpoint per run, their mean and their spread (max - min). ``--baseline`` runs
 ``bench/torchvision_baseline.py`` for the same minutes and scores it the same way. Run it alone on the
 machine: the budget is wall time.
@@ -152,15 +153,17 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=15.0)
     parser.add_argument("--domain", choices=list(DOMAINS), default="dsb")
     parser.add_argument("--runs", type=int, default=1, help="training runs, with seeds 0..N-1")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds K..K+N-1 instead (default 0)")
     parser.add_argument("--baseline", action="store_true", help="also train torchvision's default recipe")
     parser.add_argument("--out", default="runs/quality")
     parser.add_argument("extra", nargs="*", help="flags passed on to `instaseg train` (after --)")
     args = parser.parse_args()
     data, splits = DOMAINS[args.domain]
     out = Path(args.out) / args.domain
+    seeds = range(args.first_seed, args.first_seed + args.runs)
     per_run = [
-        one_run(data, splits, args, seed, out / ("instaseg" if args.runs == 1 else f"instaseg-seed{seed}"))
-        for seed in range(args.runs)
+        one_run(data, splits, args, seed, out / ("instaseg" if seeds == range(1) else f"instaseg-seed{seed}"))
+        for seed in seeds
     ]
     print(f"\nmask AP on {args.domain}'s test images, {args.minutes:g} min each:")
     print("\n".join(spread_table(per_run)))
