@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/predict_speed.py CHECKPOINT [--data DIR] [--first 40] [--count 20] [--threads 2]
         [--bf16 auto|yes|no] [--clock wall|cpu] [--setting both|ap|user] [--user-threshold 0.5] [--torch-only]
+        [--rounds 3]
 
 Two settings. The user's setting (first): what ``instaseg predict`` gives by default, score >= 0.5 and the
 checkpoint's detections per image: the seed's way at the training size (eager fp32 ``model([image])`` with
@@ -40,6 +41,11 @@ kernels capped at AVX2 (OpenVINO's CPU plugin crashes under these variables)::
 
 (torch's oneDNN then reports no bf16, so ``precision="auto"`` is fp32, as on an AVX2-only CPU.)
 
+Each setting ends with the same images as one folder, as ``predict`` and ``evaluate`` run one: the seed's
+loop (one ``model([img])`` after the other), instaseg one image at a time (``--lanes 1``) and instaseg's
+default, two images at once with half the threads each (:mod:`instaseg.model.lanes`): throughput in wall
+time, the median of ``--rounds`` rounds, the three loops alternating.
+
 Prints seconds per image, the ratio of (a)'s and (a2)'s time to each (``vs a2`` is the speed-up at equal
 input size), mask AP / AP50 of each against the ground truth of the same images, the AP differences to (a2)
 and to instaseg's torch fp32 row ((b), or (b3) where (b) is not fp32), the median mask IoU of the fp32 row's
@@ -70,6 +76,7 @@ from instaseg.formats.load import load_dataset
 from instaseg.images import load_image
 from instaseg.model.checkpoint import load_checkpoint
 from instaseg.model.engine import prepare_image
+from instaseg.model.lanes import in_lanes, lanes_for
 from instaseg.model.onnx_export import export_onnx
 from instaseg.model.precision import resolve_precision
 from instaseg.model.predictor import Predictor
@@ -212,25 +219,86 @@ def run_all(
             start = clock()
             outputs[k].append(predict(image))
             seconds[k] += clock() - start
-    rows = []
-    gt = records_to_coco(records, class_map)
-    for (name, _), total, predictions in zip(paths, seconds, outputs, strict=True):
-        results = []
-        for record, instances in zip(records, predictions, strict=True):
-            results.extend(instances_to_coco_results(instances, record.image_id))
-        metrics = coco_evaluate(gt, results, "segm", max_dets=100)
-        ious = matched_mask_ious(outputs[reference], predictions)
-        rows.append(
-            {
-                "name": name,
-                "seconds": total / len(images),
-                "ap": metrics.summary["AP"],
-                "ap50": metrics.summary["AP50"],
-                "detections": len(results) / len(images),
-                "median_iou": float(np.median(ious)) if ious else float("nan"),
-            }
+    return [
+        score_row(name, total / len(images), predictions, outputs[reference], records, class_map)
+        for (name, _), total, predictions in zip(paths, seconds, outputs, strict=True)
+    ]
+
+
+def score_row(name: str, seconds: float, predictions, reference, records, class_map) -> dict:
+    """A table row: seconds per image, mask AP / AP50 on ``records``' ground truth, detections per image,
+    median mask IoU of ``reference``'s instances matched in ``predictions``."""
+    results = []
+    for record, instances in zip(records, predictions, strict=True):
+        results.extend(instances_to_coco_results(instances, record.image_id))
+    metrics = coco_evaluate(records_to_coco(records, class_map), results, "segm", max_dets=100)
+    ious = matched_mask_ious(reference, predictions)
+    return {
+        "name": name,
+        "seconds": seconds,
+        "ap": metrics.summary["AP"],
+        "ap50": metrics.summary["AP50"],
+        "detections": len(results) / len(records),
+        "median_iou": float(np.median(ious)) if ious else float("nan"),
+    }
+
+
+def folder_rows(args, checkpoint: str, images, records, class_map, threshold: float | None) -> list[dict]:
+    """The images as one folder, as ``predict`` and ``evaluate`` run it: the seed's loop (``model([img])``
+    one image after the other, all threads), instaseg one image at a time (all threads, ``--lanes 1``) and
+    in lanes (its default: two images at once, half the threads each). Wall time; the three loops
+    alternate, ``args.rounds`` times each after one warm-up, and the median round counts."""
+    keep = 0.0 if threshold is None else threshold
+    predict_seed, _ = seed_way(checkpoint, None, None, keep_score=keep)
+    predictor = Predictor(checkpoint, device="cpu", score_threshold=threshold)
+    lanes, per_lane = lanes_for(predictor, len(images), args.threads)
+
+    def one_by_one(predict):
+        return lambda: [predict(image) for image in images]
+
+    def in_two_lanes():
+        torch.set_num_threads(per_lane)
+        try:
+            return [
+                f.result() for _, f in in_lanes(lambda im: predictor.predict_arrays([im])[0], images, lanes)
+            ]
+        finally:
+            torch.set_num_threads(args.threads)
+
+    loops = [
+        ("(L-a2) seed's loop: eager fp32 model([img]), one by one", one_by_one(predict_seed)),
+        (
+            "(L-b) instaseg, one image at a time (--lanes 1)",
+            one_by_one(lambda im: predictor.predict_arrays([im])[0]),
+        ),
+        (f"(L-c) instaseg in {lanes} lanes of {per_lane} thread(s) (default)", in_two_lanes),
+    ]
+    times: list[list[float]] = [[] for _ in loops]
+    outputs = [loop() for _, loop in loops]  # warm-up; its predictions are the ones scored
+    for _ in range(args.rounds):
+        for k, (_, loop) in enumerate(loops):
+            start = time.perf_counter()
+            loop()
+            times[k].append(time.perf_counter() - start)
+    return [
+        score_row(name, float(np.median(t)) / len(images), out, outputs[0], records, class_map)
+        for (name, _), t, out in zip(loops, times, outputs, strict=True)
+    ]
+
+
+def print_folder_rows(rows: list[dict], rounds: int) -> None:
+    seed = rows[0]
+    print(f"\nthe same images as a folder (wall time, median of {rounds} rounds), against the seed's loop:")
+    print(
+        f"{'path':64s} {'s/image':>8s} {'vs seed':>8s} {'mask AP':>8s} {'IoU':>5s} {'dets/img':>8s} "
+        f"{'count':>7s}"
+    )
+    for row in rows:
+        count = row["detections"] / seed["detections"] - 1 if seed["detections"] else 0.0
+        print(
+            f"{row['name']:64s} {row['seconds']:8.3f} {seed['seconds'] / row['seconds']:7.2f}x "
+            f"{100 * row['ap']:8.2f} {row['median_iou']:5.3f} {row['detections']:8.1f} {100 * count:+6.1f}%"
         )
-    return rows
 
 
 def build_paths(args, checkpoint: str, folder: str, profiles: dict) -> tuple[list, Predictor, int]:
@@ -352,6 +420,7 @@ def user_setting(args, checkpoint: str, images, records, class_map, clock) -> No
             if bf16_rest is not None:
                 paths.append(("(u-f2) OpenVINO INT8, bf16 rest", instaseg_way(bf16_rest)[0]))
         rows = run_all(paths, images, records, class_map, clock, reference=0)
+    folder = folder_rows(args, checkpoint, images, records, class_map, args.user_threshold)
     seed = rows[0]
     print(
         f"\nuser's setting: score >= {args.user_threshold:g} (predict's default), the checkpoint's detections"
@@ -378,6 +447,7 @@ def user_setting(args, checkpoint: str, images, records, class_map, clock) -> No
         print(f"  {name:8s} {parts} (s/image, includes warm-up images)")
     network = profile_network(predictor, images)
     print("  (u-b) network: " + ", ".join(f"{k} {v / len(images):.3f}" for k, v in network.items()))
+    print_folder_rows(folder, args.rounds)
 
 
 def print_table(rows: list[dict], reference: int) -> None:
@@ -429,6 +499,7 @@ def main() -> None:
     parser.add_argument(
         "--user-threshold", type=float, default=0.5, help="predict's default --score-threshold (0.5)"
     )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the folder rows (median counts)")
     parser.add_argument("--no-int8", action="store_true", help="leave out the OpenVINO INT8 rows")
     parser.add_argument(
         "--torch-only", action="store_true", help="leave out the ONNX Runtime and OpenVINO rows"
@@ -456,6 +527,7 @@ def main() -> None:
         paths, predictor, reference = build_paths(args, args.checkpoint, folder, profiles)
         rows = run_all(paths, images, records, dataset.class_map, clock, reference)
     profiles["(b) network"] = profile_network(predictor, images)
+    folder = folder_rows(args, args.checkpoint, images, records, dataset.class_map, None)
 
     print_table(rows, reference)
     print("\nwhere the time goes (seconds per image):")
@@ -467,6 +539,7 @@ def main() -> None:
             if "network" not in name
             else f"  {name:12s} {parts}"
         )
+    print_folder_rows(folder, args.rounds)
 
 
 if __name__ == "__main__":

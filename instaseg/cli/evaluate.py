@@ -24,7 +24,7 @@ from ..model.config import DEVICES
 from ..problems import DatasetError
 from ..splits import SPLITS, assign_splits, load_splits, records_of_split, split_file_mismatch
 from . import UsageError
-from ._common import add_outside_paths_argument, add_precision_argument
+from ._common import add_lanes_argument, add_outside_paths_argument, add_precision_argument
 
 HELP = (
     "Evaluate a checkpoint, or a COCO predictions file, on a dataset: COCO mask and box AP per class, "
@@ -84,6 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--device", default="auto", choices=DEVICES, help="auto: CUDA, then MPS, else the CPU"
     )
     add_precision_argument(parser)
+    add_lanes_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -196,12 +197,37 @@ def _label_mapping(model_names: tuple[str, ...], data: ClassMap, checkpoint: str
     return {i + 1: data.label(name) for i, name in enumerate(model_names)}
 
 
+def _predict(predictor, records, mapping, requested_lanes: int | None):
+    """The predictions of ``records``, in lanes (:func:`~instaseg.model.lanes.lanes_for`, as ``predict``
+    runs a folder); torch's thread count is given back afterwards, for the losses."""
+    import torch
+    from tqdm import tqdm
+
+    from ..evaluate import predict_records
+    from ..model.lanes import lanes_for
+
+    threads = torch.get_num_threads()
+    try:
+        lanes, per_lane = lanes_for(predictor, len(records), threads, requested_lanes)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    torch.set_num_threads(per_lane)
+    if lanes > 1:
+        print(
+            f"lanes: {lanes} images at once, {per_lane} thread(s) each (--lanes 1: one at a time)",
+            file=sys.stderr,
+        )
+    try:
+        with tqdm(total=len(records), desc="predicting", unit="img", disable=not sys.stderr.isatty()) as bar:
+            return predict_records(predictor, records, mapping, lambda done: bar.update(1), lanes)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _from_checkpoint(args, class_map: ClassMap, all_records, records, config, notes: list[str]):
     """Predict ``records`` through :class:`~instaseg.model.predictor.Predictor` (the path ``instaseg
     predict`` takes, at the checkpoint's test-time settings) and evaluate; losses per split as in training."""
-    from tqdm import tqdm
-
-    from ..evaluate import evaluate_instances, predict_records
+    from ..evaluate import evaluate_instances
     from ..model.checkpoint import CheckpointError
     from ..model.predictor import Predictor
     from ..train.engine import compute_dataset_losses
@@ -214,8 +240,7 @@ def _from_checkpoint(args, class_map: ClassMap, all_records, records, config, no
     if args.max_dets is None:  # as many as the model may return per image
         config = dataclasses.replace(config, max_dets=max(100, predictor.max_detections))
     mapping = _label_mapping(predictor.class_names, class_map, args.checkpoint)
-    with tqdm(total=len(records), desc="predicting", unit="img", disable=not sys.stderr.isatty()) as bar:
-        predictions = predict_records(predictor, records, mapping, progress=lambda done: bar.update(1))
+    predictions = _predict(predictor, records, mapping, args.lanes)
     evaluation = evaluate_instances(records, class_map, predictions, config)
     evaluation.notes = notes + evaluation.notes
     if args.no_losses:

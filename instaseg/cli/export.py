@@ -70,7 +70,7 @@ def _read_images(inputs: list[str], count: int) -> list:
     from ..images import ImageError, load_image
     from ..predict.inputs import expand_inputs
 
-    found, _ = expand_inputs(inputs)
+    found, _, _ = expand_inputs(inputs)
     if len(found) > count:
         found = [found[i * len(found) // count] for i in range(count)]
     images = []

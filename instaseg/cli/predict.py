@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ..model.config import DEVICES, ENGINES
 from ..predict import SAVE_KINDS, check_save_kinds
-from ._common import add_precision_argument, add_tile_argument, parse_tile_argument
+from ._common import add_lanes_argument, add_precision_argument, add_tile_argument, parse_tile_argument
 
 HELP = "Predict instances on images, folders, globs or bucket URLs; write overlays, masks and JSON."
 
@@ -100,6 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "score) before --score-threshold applies",
     )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    add_lanes_argument(parser)
     parser.add_argument(
         "--resume", action="store_true", help="skip images whose outputs already exist in --out"
     )
@@ -148,7 +149,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     if args.batch_size < 1:
         raise UsageError("--batch-size must be >= 1")
-    images, problems = expand_inputs(args.inputs)
+    if args.lanes is not None and args.lanes < 1:
+        raise UsageError("--lanes must be >= 1")
+    images, problems, input_notes = expand_inputs(args.inputs)
     # The first images are read and decoded while torch is imported and the model loads (PIL and OpenCV
     # release the GIL), so that one photo is ready when the model is. Not under torchrun, where each
     # process takes its own share (distributed.launched() would import torch first), nor with --resume.
@@ -157,18 +160,17 @@ def run(args: argparse.Namespace) -> int:
     if not args.resume and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         early = {im.location: loader.submit(_load, im.location) for im in images[: args.batch_size]}
     try:
-        return _run(args, kinds, tile, images, problems, loader, early)
+        return _run(args, kinds, tile, (images, problems, input_notes), loader, early)
     finally:
         loader.shutdown(wait=True, cancel_futures=True)
 
 
-def _run(args, kinds, tile, images, problems, loader, early) -> int:
+def _run(args, kinds, tile, inputs, loader, early) -> int:
     import torch
     from tqdm import tqdm
 
     from .. import distributed
     from ..model.predictor import DEFAULT_PROPOSALS, Predictor, default_engine
-    from ..predict.outputs import LabelStudioOptions, OutputWriter
 
     # Under torchrun (docs/distributed.md) each process predicts every N-th image on its own GPU/cores.
     cpu_only = (args.engine or default_engine(args.checkpoint)) in ("onnx", "openvino")
@@ -176,32 +178,17 @@ def _run(args, kinds, tile, images, problems, loader, early) -> int:
     if context is not None and not cpu_only:
         args = argparse.Namespace(**{**vars(args), "device": str(context.device)})
     main = context is None or context.is_main
+    images, problems, input_notes = inputs
     threads = args.threads or distributed.cpu_threads()
     torch.set_num_threads(threads)
     predictor = _make_predictor(Predictor, args, DEFAULT_PROPOSALS, threads, tile)
-    if main and predictor.precision is not None:
-        print(f"precision: {predictor.precision.reason}", file=sys.stderr)
-        note = _int8_note(args, predictor)
-        if note:
-            print(note, file=sys.stderr)
-    if main and tile is not None and tile.size is None and predictor.model_config.crop_size is None:
-        print(
-            "--tile auto: this model was trained on whole images, not on crops (train --crop), so images "
-            "are predicted whole; give --tile SIZE to tile them anyway",
-            file=sys.stderr,
-        )
-    label_studio = LabelStudioOptions(
-        brush=args.ls_brush,
-        from_name=args.ls_from_name,
-        to_name=args.ls_to_name,
-        image_prefix=args.ls_image_prefix,
-        model_version=os.path.basename(args.checkpoint),
-    )
-    writer = OutputWriter(args.out, kinds, predictor.class_map, label_studio)
-
     failures = list(problems)
     mine = context.shard(images) if context else images
+    writer = _writer(args, kinds, predictor)
     todo = [im for im in mine if not (args.resume and writer.is_done(im))]
+    lanes = _lanes(predictor, -(-len(todo) // args.batch_size), threads, args.lanes)
+    if main:
+        _startup_notes(args, predictor, lanes, tile)
     skipped = len(mine) - len(todo)
     if skipped:
         print(f"resume: {skipped} of {len(images)} images already done in {args.out}", file=sys.stderr)
@@ -211,7 +198,7 @@ def _run(args, kinds, tile, images, problems, loader, early) -> int:
         total=len(todo), unit="img", desc="predicting", file=sys.stderr, disable=None if main else True
     )
     done, instances_total, more, notes = _predict_all(
-        predictor, writer, todo, args.batch_size, bar, loader, early
+        predictor, writer, todo, (args.batch_size, lanes), bar, loader, early
     )
     failures += more
     bar.close()
@@ -223,6 +210,7 @@ def _run(args, kinds, tile, images, problems, loader, early) -> int:
     written = writer.finish(images) if main else {}
     elapsed = time.perf_counter() - start
     if main:
+        notes = input_notes + notes
         notes.append(_threshold_note(args.score_threshold, predictor.model_config.score_threshold))
         _summary(
             done, skipped, failures, [n for n in notes if n], instances_total, elapsed, args.out, written
@@ -232,41 +220,33 @@ def _run(args, kinds, tile, images, problems, loader, early) -> int:
 
 
 def _predict_all(
-    predictor, writer, todo: list, batch_size: int, bar, loader, early: dict
+    predictor, writer, todo: list, shape: tuple[int, int], bar, loader, early: dict
 ) -> tuple[int, int, list, list[str]]:
-    """Predict and write ``todo`` in batches: the next images are decoded in ``loader``'s thread and the
-    last batch's outputs written in another while the model runs (PIL, OpenCV and zlib release the GIL).
-    ``early``: location -> load already started. A bad image or a failed write is reported and skipped.
+    """Predict and write ``todo`` in batches, ``shape`` = (batch size, lanes): up to ``lanes`` batches are
+    predicted at once (:func:`~instaseg.model.lanes.in_lanes`), the next images are decoded in ``loader``'s
+    thread and the last batch's outputs written in another while the model runs (PIL, OpenCV and zlib
+    release the GIL). ``early``: location -> load already started. A bad image or a failed write is reported
+    and skipped.
 
     Returns ``(images done, instances written, failures as (location, message), notes)``.
     """
-    from ..images import ImageError
+    from ..model.lanes import in_lanes
 
+    batch_size, lanes = shape
     counts = [0, 0]  # images done, instances written
     failures: list[tuple[str, str]] = []
     notes: list[str] = []
     writing: list = []  # (image, future, instances) of the batch being written
+
+    def predict(loaded: tuple[list, list]) -> list:
+        ready = loaded[1]
+        return predictor.predict_arrays([p for _, p in ready]) if ready else []
+
+    loaded = _loaded_batches(todo, batch_size, loader, early, (failures, notes), bar)
     with ThreadPoolExecutor(max_workers=1) as writes:
-        loads = [
-            early.pop(im.location, None) or loader.submit(_load, im.location) for im in todo[: batch_size * 2]
-        ]
-        for first in range(0, len(todo), batch_size):
-            batch = todo[first : first + batch_size]
-            ahead = todo[len(loads) : len(loads) + batch_size]
-            loads.extend(loader.submit(_load, im.location) for im in ahead)
-            ready = []
-            for k, image in enumerate(batch):
-                try:
-                    pixels, note = loads[first + k].result()
-                    loads[first + k] = None  # free the pixels once used
-                    ready.append((image, pixels))
-                    if note:
-                        notes.append(f"{image.location}: {note}")
-                except ImageError as e:
-                    failures.append((image.location, str(e)))
-                    bar.write(f"failed: {e}", file=sys.stderr)
+        for (batch, ready), predicted in in_lanes(predict, loaded, lanes):
             try:
-                predictions = predictor.predict_arrays([p for _, p in ready]) if ready else []
+                predictions = predicted.result()
             except (RuntimeError, ValueError) as e:  # e.g. out of memory on one batch: report, go on
                 failures.extend((image.location, f"prediction failed: {e}") for image, _ in ready)
                 predictions, ready = [], []
@@ -281,6 +261,34 @@ def _predict_all(
     return counts[0], counts[1], failures, notes
 
 
+def _loaded_batches(todo: list, batch_size: int, loader, early: dict, reports: tuple[list, list], bar):
+    """``(batch, [(image, pixels)])`` for each batch of ``todo``, its images decoded in ``loader``'s thread
+    two batches ahead; an image that cannot be read goes to ``reports[0]`` (failures) and is left out,
+    a conversion note to ``reports[1]``."""
+    from ..images import ImageError
+
+    failures, notes = reports
+    loads = [
+        early.pop(im.location, None) or loader.submit(_load, im.location) for im in todo[: batch_size * 2]
+    ]
+    for first in range(0, len(todo), batch_size):
+        batch = todo[first : first + batch_size]
+        ahead = todo[len(loads) : len(loads) + batch_size]
+        loads.extend(loader.submit(_load, im.location) for im in ahead)
+        ready = []
+        for k, image in enumerate(batch):
+            try:
+                pixels, note = loads[first + k].result()
+                loads[first + k] = None  # free the pixels once used
+                ready.append((image, pixels))
+                if note:
+                    notes.append(f"{image.location}: {note}")
+            except ImageError as e:
+                failures.append((image.location, str(e)))
+                bar.write(f"failed: {e}", file=sys.stderr)
+        yield batch, ready
+
+
 def _finish_writes(writing: list, counts: list[int], failures: list, bar) -> None:
     """Wait for queued writes; count the images written, report the failed ones."""
     for image, future, instances in writing:
@@ -291,6 +299,57 @@ def _finish_writes(writing: list, counts: list[int], failures: list, bar) -> Non
         except (OSError, ValueError) as e:
             failures.append((image.location, f"cannot write outputs: {e}"))
             bar.write(f"failed: {image.location}: cannot write outputs: {e}", file=sys.stderr)
+
+
+def _startup_notes(args, predictor, lanes: int, tile) -> None:
+    """What runs, printed before the images: precision, the INT8 note, lanes, whether tiles apply."""
+    import torch
+
+    if predictor.precision is not None:
+        print(f"precision: {predictor.precision.reason}", file=sys.stderr)
+        note = _int8_note(args, predictor)
+        if note:
+            print(note, file=sys.stderr)
+    if lanes > 1:
+        threads = torch.get_num_threads()
+        print(
+            f"lanes: {lanes} images at once, {threads} thread(s) each (--lanes 1: one at a time)",
+            file=sys.stderr,
+        )
+    if tile is not None and tile.size is None and predictor.model_config.crop_size is None:
+        print(
+            "--tile auto: this model was trained on whole images, not on crops (train --crop), so images "
+            "are predicted whole; give --tile SIZE to tile them anyway",
+            file=sys.stderr,
+        )
+
+
+def _writer(args, kinds: list[str], predictor):
+    from ..predict.outputs import LabelStudioOptions, OutputWriter
+
+    label_studio = LabelStudioOptions(
+        brush=args.ls_brush,
+        from_name=args.ls_from_name,
+        to_name=args.ls_to_name,
+        image_prefix=args.ls_image_prefix,
+        model_version=os.path.basename(args.checkpoint),
+    )
+    return OutputWriter(args.out, kinds, predictor.class_map, label_studio)
+
+
+def _lanes(predictor, batches: int, threads: int, requested: int | None) -> int:
+    """Lanes for this run (:func:`~instaseg.model.lanes.lanes_for`); sets torch's threads to each lane's."""
+    import torch
+
+    from ..model.lanes import lanes_for
+    from . import UsageError
+
+    try:
+        lanes, per_lane = lanes_for(predictor, batches, threads, requested)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    torch.set_num_threads(per_lane)
+    return lanes
 
 
 def _make_predictor(predictor_type, args, default_proposals: int, threads: int, tile=None):

@@ -206,21 +206,30 @@ def predict_records(
     records: list[Record],
     label_map: dict[int, int] | None = None,
     progress: Callable[[int], None] | None = None,
+    lanes: int = 1,
 ) -> list[Instances]:
     """Predictions of ``predictor`` (:class:`~instaseg.model.predictor.Predictor`) on each record's image.
 
     Args:
         label_map: model label -> dataset label (the same class names in another order); identity if ``None``.
         progress: called with the number of images done after each one.
+        lanes: images predicted at once (:func:`~instaseg.model.lanes.in_lanes`; the caller sets torch's
+            threads per lane, :func:`~instaseg.model.lanes.lanes_for`).
     """
+    from ..model.lanes import in_lanes
+
     lookup = None
     if label_map is not None:
         lookup = np.zeros(max(label_map) + 1, dtype=np.int64)
         for model_label, data_label in label_map.items():
             lookup[model_label] = data_label
+
+    def predict(record: Record) -> Instances:
+        return predictor.predict_arrays([load_image(record.image)])[0]
+
     predictions = []
-    for done, record in enumerate(records, start=1):
-        instances = predictor.predict_arrays([load_image(record.image)])[0]
+    for done, (_, predicted) in enumerate(in_lanes(predict, records, lanes), start=1):
+        instances = predicted.result()
         if lookup is not None:
             instances = Instances(
                 instances.boxes,

@@ -275,3 +275,23 @@ def test_label_studio_pre_annotations_keep_every_part(checkpoint, nuclei_paths, 
     masks = [rle_to_mask(r["segmentation"]) for r in results]
     height, width = masks[0].shape
     assert check_every_part_comes_back(regions, masks, width, height, tmp_path / "ls") >= 1
+
+
+def test_a_folder_counts_the_images_of_other_formats_it_skips(checkpoint, nuclei_paths, tmp_path, capsys):
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(nuclei_paths[0], folder / "cells.png")
+    Image.open(nuclei_paths[1]).convert("RGB").save(folder / "sub" / "animation.gif")
+    (folder / "phone.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")  # a phone photo PIL cannot read
+    (folder / "notes.txt").write_text("not an image: not counted")
+    base = ["predict", str(checkpoint), "--threads", "1", "--save", "json"]
+    assert main([*base, str(folder), "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "predicted 1 image(s)" in out
+    assert "skipped 2 file(s) of formats a folder is not searched for (1 .gif, 1 .heic)" in out
+    assert main([*base, str(folder / "*"), "--out", str(tmp_path / "b")]) == 0  # a glob: the same
+    assert "skipped 1 file(s) of formats a glob is not searched for (1 .heic)" in capsys.readouterr().out
+    # named explicitly, the GIF is read (its first frame) and predicted
+    assert main([*base, str(folder / "sub" / "animation.gif"), "--out", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    assert "predicted 1 image(s)" in out and "not searched for" not in out
