@@ -93,7 +93,7 @@ def add_lanes_argument(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="images predicted at once, each with 1/N of the CPU threads (default: 2 for a checkpoint on the "
         "CPU with 2+ threads and 2+ images, else 1). Two lanes fill the time one image spends on a single "
-        "core in NMS, RoIAlign and mask pasting: 1.11-1.23x the images per second on a 2-core Zen 4. "
+        "core in NMS, RoIAlign and mask pasting: 1.11-1.23x the images per second on a 2-core Zen 4 (1.08x in fp32). "
         "Results can differ in the last bits from --lanes 1, which predicts each image with all threads",
     )
 

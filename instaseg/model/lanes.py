@@ -9,7 +9,8 @@ Measured on a 2-core AMD EPYC Zen 4 (bf16), ``bench/predict_speed.py CKPT --coun
 rows (20 held-out DSB images, two light 384-px models): at score >= 0.5 two lanes of one thread took 0.088 and
 0.080 s/image against 0.098 and 0.091 s one image at a time on two threads (1.11x, 1.14x); at score >= 0.05,
 0.088 against 0.108 s (1.23x). ``instaseg predict`` on the 60 images of the sample, overlays and JSON
-written: 7.5 against 8.5 s wall.
+written: 7.5 against 8.5 s wall. In fp32 with torch capped at AVX2 (a stand-in for a CPU without bf16), 0.140
+against 0.151 s/image at score >= 0.5 (1.08x).
 
 Each image is computed by one lane from start to end with the lane's thread count, so its result does not
 depend on which images ran beside it or in what order they finished: two lanes of one thread give the same
