@@ -52,7 +52,8 @@ def _relative(path: str, base: str) -> str:
 
 def _glob(pattern: str) -> tuple[list[tuple[str, str]], list[str]]:
     fs, path = storage.filesystem(pattern)
-    matches = sorted(p for p in fs.glob(path) if fs.isfile(p))
+    wanted = storage.IMAGE_SUFFIXES + OTHER_IMAGE_SUFFIXES  # by name first: isfile is a request on a bucket
+    matches = sorted(p for p in fs.glob(path) if p.lower().endswith(wanted) and fs.isfile(p))
     # Names relative to the pattern's fixed leading folders, so that `a/*/x.jpg` keeps the sub-folder.
     fixed = path.split("/")
     cut = next(i for i, part in enumerate(fixed) if _is_glob(part))
@@ -84,9 +85,9 @@ def _skipped_note(item: str, kind: str, others: list[str]) -> str:
         counts[suffix] = counts.get(suffix, 0) + 1
     listed = ", ".join(f"{n} {suffix}" for suffix, n in sorted(counts.items()))
     return (
-        f"{item}: skipped {len(others)} file(s) of formats a {kind} is not searched for ({listed}); "
-        f"predicted are {', '.join(storage.IMAGE_SUFFIXES)}. Name a file explicitly to try it (a GIF's "
-        "first frame reads), or convert them"
+        f"{item}: skipped {len(others)} file(s) of this {kind} with suffixes it does not pick up ({listed}; "
+        f"it picks up {', '.join(storage.IMAGE_SUFFIXES)}). Name a file explicitly to try it (a GIF's first "
+        "frame reads), or convert them"
     )
 
 

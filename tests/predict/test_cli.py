@@ -288,10 +288,13 @@ def test_a_folder_counts_the_images_of_other_formats_it_skips(checkpoint, nuclei
     assert main([*base, str(folder), "--out", str(tmp_path / "a")]) == 0
     out = capsys.readouterr().out
     assert "predicted 1 image(s)" in out
-    assert "skipped 2 file(s) of formats a folder is not searched for (1 .gif, 1 .heic)" in out
+    assert "skipped 2 file(s) of this folder with suffixes it does not pick up (1 .gif, 1 .heic;" in out
     assert main([*base, str(folder / "*"), "--out", str(tmp_path / "b")]) == 0  # a glob: the same
-    assert "skipped 1 file(s) of formats a glob is not searched for (1 .heic)" in capsys.readouterr().out
+    assert (
+        "skipped 1 file(s) of this glob with suffixes it does not pick up (1 .heic;"
+        in capsys.readouterr().out
+    )
     # named explicitly, the GIF is read (its first frame) and predicted
     assert main([*base, str(folder / "sub" / "animation.gif"), "--out", str(tmp_path / "c")]) == 0
     out = capsys.readouterr().out
-    assert "predicted 1 image(s)" in out and "not searched for" not in out
+    assert "predicted 1 image(s)" in out and "does not pick up" not in out
