@@ -13,8 +13,9 @@ the whole CPU, and scores on the split file's test images with ``instaseg evalua
 training or selection) three checkpoints of each run: ``best.pt`` (the ``--select`` rule, ``auto`` unless
 given), ``best-by-loss.pt`` (the lowest validation loss of the same run: the rule before ``auto``) and
 ``last.pt`` (the model at the end of the schedule). For each it prints mask AP, AP50, box AP, the steps
-and epochs the budget bought and the minutes it took; with ``--runs N`` (seeds 0..N-1, or from ``--first-seed``) a closing table of
-the mask AP of each checkpoint per run, their mean and their spread (max - min). ``--baseline`` runs
+and epochs the budget bought and the minutes it took; with ``--runs N`` (seeds 0..N-1, or from
+``--first-seed``) a closing table of the mask AP of each checkpoint per run, their mean and their spread
+(max - min). ``--baseline`` runs
 ``bench/torchvision_baseline.py`` for the same minutes and scores it the same way. Run it alone on the
 machine: the budget is wall time.
 """

@@ -98,6 +98,30 @@ def add_lanes_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def set_lanes(predictor, batches: int, threads: int, requested: int | None) -> tuple[int, int]:
+    """``(lanes, threads per lane)`` for a run of ``batches`` forward passes on ``threads`` CPU threads
+    (:func:`~instaseg.model.lanes.lanes_for`, ``requested`` from ``--lanes``), with torch's thread count set
+    to each lane's. A ``--lanes`` that cannot apply is a :class:`~instaseg.cli.UsageError` with the reason."""
+    import torch
+
+    from ..model.lanes import lanes_for
+    from . import UsageError
+
+    try:
+        lanes, per_lane = lanes_for(predictor, batches, threads, requested)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    torch.set_num_threads(per_lane)
+    return lanes, per_lane
+
+
+def lanes_line(lanes: int, per_lane: int) -> str | None:
+    """The ``lanes:`` line ``predict`` and ``evaluate`` print; ``None`` for one lane."""
+    if lanes <= 1:
+        return None
+    return f"lanes: {lanes} images at once, {per_lane} thread(s) each (--lanes 1: one at a time)"
+
+
 def add_precision_argument(parser, resumable: bool = False) -> None:
     """``--precision auto|fp32|bf16|fp16`` (train, evaluate, predict, serve, label-studio-backend, quickstart);
     the help says what ``auto`` picks on this machine (from the CPU flags, without loading torch).

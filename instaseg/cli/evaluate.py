@@ -24,7 +24,13 @@ from ..model.config import DEVICES
 from ..problems import DatasetError
 from ..splits import SPLITS, assign_splits, load_splits, records_of_split, split_file_mismatch
 from . import UsageError
-from ._common import add_lanes_argument, add_outside_paths_argument, add_precision_argument
+from ._common import (
+    add_lanes_argument,
+    add_outside_paths_argument,
+    add_precision_argument,
+    lanes_line,
+    set_lanes,
+)
 
 HELP = (
     "Evaluate a checkpoint, or a COCO predictions file, on a dataset: COCO mask and box AP per class, "
@@ -198,26 +204,19 @@ def _label_mapping(model_names: tuple[str, ...], data: ClassMap, checkpoint: str
 
 
 def _predict(predictor, records, mapping, requested_lanes: int | None):
-    """The predictions of ``records``, in lanes (:func:`~instaseg.model.lanes.lanes_for`, as ``predict``
+    """The predictions of ``records``, in lanes (:func:`~instaseg.cli._common.set_lanes`, as ``predict``
     runs a folder); torch's thread count is given back afterwards, for the losses."""
     import torch
     from tqdm import tqdm
 
     from ..evaluate import predict_records
-    from ..model.lanes import lanes_for
 
     threads = torch.get_num_threads()
+    lanes, per_lane = set_lanes(predictor, len(records), threads, requested_lanes)
     try:
-        lanes, per_lane = lanes_for(predictor, len(records), threads, requested_lanes)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    torch.set_num_threads(per_lane)
-    if lanes > 1:
-        print(
-            f"lanes: {lanes} images at once, {per_lane} thread(s) each (--lanes 1: one at a time)",
-            file=sys.stderr,
-        )
-    try:
+        line = lanes_line(lanes, per_lane)
+        if line:
+            print(line, file=sys.stderr)
         with tqdm(total=len(records), desc="predicting", unit="img", disable=not sys.stderr.isatty()) as bar:
             return predict_records(predictor, records, mapping, lambda done: bar.update(1), lanes)
     finally:

@@ -10,7 +10,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ..model.config import DEVICES, ENGINES
 from ..predict import SAVE_KINDS, check_save_kinds
-from ._common import add_lanes_argument, add_precision_argument, add_tile_argument, parse_tile_argument
+from ._common import (
+    add_lanes_argument,
+    add_precision_argument,
+    add_tile_argument,
+    lanes_line,
+    parse_tile_argument,
+    set_lanes,
+)
 
 HELP = "Predict instances on images, folders, globs or bucket URLs; write overlays, masks and JSON."
 
@@ -186,9 +193,9 @@ def _run(args, kinds, tile, inputs, loader, early) -> int:
     mine = context.shard(images) if context else images
     writer = _writer(args, kinds, predictor)
     todo = [im for im in mine if not (args.resume and writer.is_done(im))]
-    lanes = _lanes(predictor, -(-len(todo) // args.batch_size), threads, args.lanes)
+    lanes, per_lane = set_lanes(predictor, -(-len(todo) // args.batch_size), threads, args.lanes)
     if main:
-        _startup_notes(args, predictor, lanes, tile)
+        _startup_notes(args, predictor, lanes_line(lanes, per_lane), tile)
     skipped = len(mine) - len(todo)
     if skipped:
         print(f"resume: {skipped} of {len(images)} images already done in {args.out}", file=sys.stderr)
@@ -301,21 +308,15 @@ def _finish_writes(writing: list, counts: list[int], failures: list, bar) -> Non
             bar.write(f"failed: {image.location}: cannot write outputs: {e}", file=sys.stderr)
 
 
-def _startup_notes(args, predictor, lanes: int, tile) -> None:
-    """What runs, printed before the images: precision, the INT8 note, lanes, whether tiles apply."""
-    import torch
-
+def _startup_notes(args, predictor, lanes: str | None, tile) -> None:
+    """What runs, printed before the images: precision, the INT8 note, the lanes line, whether tiles apply."""
     if predictor.precision is not None:
         print(f"precision: {predictor.precision.reason}", file=sys.stderr)
         note = _int8_note(args, predictor)
         if note:
             print(note, file=sys.stderr)
-    if lanes > 1:
-        threads = torch.get_num_threads()
-        print(
-            f"lanes: {lanes} images at once, {threads} thread(s) each (--lanes 1: one at a time)",
-            file=sys.stderr,
-        )
+    if lanes:
+        print(lanes, file=sys.stderr)
     if tile is not None and tile.size is None and predictor.model_config.crop_size is None:
         print(
             "--tile auto: this model was trained on whole images, not on crops (train --crop), so images "
@@ -335,21 +336,6 @@ def _writer(args, kinds: list[str], predictor):
         model_version=os.path.basename(args.checkpoint),
     )
     return OutputWriter(args.out, kinds, predictor.class_map, label_studio)
-
-
-def _lanes(predictor, batches: int, threads: int, requested: int | None) -> int:
-    """Lanes for this run (:func:`~instaseg.model.lanes.lanes_for`); sets torch's threads to each lane's."""
-    import torch
-
-    from ..model.lanes import lanes_for
-    from . import UsageError
-
-    try:
-        lanes, per_lane = lanes_for(predictor, batches, threads, requested)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    torch.set_num_threads(per_lane)
-    return lanes
 
 
 def _make_predictor(predictor_type, args, default_proposals: int, threads: int, tile=None):
