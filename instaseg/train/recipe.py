@@ -58,8 +58,9 @@ DENSITY_MARGIN = 1.5
 # 25; AMD EPYC Zen 4, 2 cores, bf16; `bench/quality.py --minutes 15`, one run each): DSB nuclei 974 steps
 # and mask AP 50.0 against 831 steps and 48.2 with two of 128; PennFudan 1150 steps, 32.2 against 1079,
 # 32.3. Prediction on DSB's 20 test images 1.10x as fast at score >= 0.5 (0.098 against 0.107 s/image) and
-# 1.19x at 0.05. Checkpoints trained before keep their own head (None in their ModelConfig); a run
-# continued from a checkpoint keeps the checkpoint's.
+# 1.19x at 0.05. A second seed at 384 px gave 48.5 (1027 steps); the head of 128 has one run. Checkpoints
+# trained before keep their own head (None in their ModelConfig); a run continued from a checkpoint keeps
+# the checkpoint's.
 LIGHT_MASK_HEAD = (64, 64)
 
 
